@@ -1,0 +1,144 @@
+"""`mlplane demo` (what `make demo` runs): a throwaway control plane running the examples end to end.
+
+It starts `mlplane up` as a real subprocess on a free port and a temporary data dir, applies the
+examples through the HTTP API, follows every Job until it finishes, prints what ran where and for
+how long, then deletes what it created and shuts the control plane down.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from mlplane.api.batch import Job
+from mlplane.api.core import Pod
+from mlplane.api.loader import ManifestError, load_paths
+from mlplane.api.meta import is_true, parse_time
+from mlplane.cli.printers import human_duration, job_status, pod_status, table
+from mlplane.control.store.http import HTTPStore
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_plane(data_dir: str, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "mlplane.cli.main", "up", "--data-dir", data_dir, "--port", str(port),
+           "--job-backoff", "1", "--crash-backoff", "1"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_ready(store: HTTPStore, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlplane up exited with {proc.returncode}:\n{proc.stdout.read()}")
+        try:
+            if store.healthz():
+                return
+        except ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("mlplane up did not become ready in time")
+
+
+def _finished(job: Job) -> bool:
+    return is_true(job.status.conditions, "Complete") or is_true(job.status.conditions, "Failed")
+
+
+def run_demo(directory: str, *, timeout: float = 300.0) -> int:
+    try:
+        docs = load_paths([directory])
+    except ManifestError as e:
+        print("\n".join(f"error: {line}" for line in e.errors), file=sys.stderr)
+        return 1
+    jobs = [d.obj for d in docs if isinstance(d.obj, Job)]
+    data_dir = tempfile.mkdtemp(prefix="mlplane-demo-")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    print(f"==> starting the embedded control plane: mlplane up --data-dir {data_dir} --port {port}")
+    proc = _start_plane(data_dir, port)
+    store = HTTPStore(url)
+    t0 = time.monotonic()
+    try:
+        _wait_ready(store, proc)
+        print(f"    up in {time.monotonic() - t0:.1f}s at {url}")
+        print(f"==> mlplane apply -f {directory}")
+        from mlplane.cli.main import main as cli
+
+        if cli(["apply", "-f", directory, "--server", url]) != 0:
+            return 1
+        print(f"==> waiting for {len(jobs)} job(s) to finish")
+        applied = time.monotonic()
+        last = {}
+        deadline = applied + timeout
+        while True:
+            current = [store.get(Job, j.metadata.namespace or "default", j.name) for j in jobs]
+            for j in current:
+                line = (f"    job/{j.name}: {job_status(j)}, {j.status.succeeded or 0}/{j.spec.completions or 1} "
+                        f"succeeded, {j.status.active or 0} active, {j.status.failed or 0} failed")
+                if last.get(j.name) != line:
+                    print(f"{line}  [{time.monotonic() - applied:5.1f}s]", flush=True)
+                    last[j.name] = line
+            if all(_finished(j) for j in current):
+                break
+            if time.monotonic() > deadline:
+                print(f"error: jobs did not finish within {human_duration(timeout)}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        ok = _summary(store, current)
+        print(f"==> cleaning up: deleting {len(current)} job(s) and stopping the control plane")
+        for j in current:
+            store.delete(Job, j.namespace, j.name)
+        return 0 if ok else 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        print(f"==> done in {time.monotonic() - t0:.1f}s")
+
+
+def _summary(store: HTTPStore, jobs: list[Job]) -> bool:
+    ok = True
+    print("==> summary")
+    for j in jobs:
+        start, end = parse_time(j.status.start_time), parse_time(j.status.completion_time)
+        took = human_duration((end - start).total_seconds()) if start and end else "-"
+        status = job_status(j)
+        ok = ok and status == "Complete"
+        print(f"job/{j.name}: {status} in {took} ({j.spec.completion_mode}, {j.status.succeeded or 0} succeeded, "
+              f"{j.status.failed or 0} failed)")
+        pods = store.list(Pod, j.namespace, f"batch.kubernetes.io/job-name={j.name}").items
+        pods.sort(key=lambda p: (int((p.metadata.annotations or {}).get("batch.kubernetes.io/job-completion-index",
+                                                                          "0")), p.name))
+        rows = [["POD", "INDEX", "NODE", "STATUS", "EXIT", "RAN FOR", "LAST LOG LINE"]]
+        for p in pods:
+            cs = (p.status.container_statuses or [None])[0]
+            term = cs.state.terminated if cs else None
+            ran = "-"
+            if term and term.started_at and term.finished_at:
+                ran = f"{(parse_time(term.finished_at) - parse_time(term.started_at)).total_seconds():.0f}s"
+            try:
+                lines = b"".join(store.logs(p.namespace, p.name, tail_lines=1)).decode(errors="replace").strip()
+            except Exception as e:  # a summary should not fail on one missing log
+                lines = f"<{e}>"
+            rows.append([p.name, (p.metadata.annotations or {}).get("batch.kubernetes.io/job-completion-index", "-"),
+                         p.spec.node_name or "<none>", pod_status(p), str(term.exit_code) if term else "-", ran,
+                         lines.splitlines()[-1] if lines else ""])
+        print("\n".join("  " + line for line in table(rows).splitlines()))
+    return ok
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo(sys.argv[1] if len(sys.argv) > 1 else "examples"))

@@ -1,0 +1,221 @@
+"""Tables and object output that read like kubectl's.
+
+Each kind registers its columns in ``COLUMNS`` (kind name -> list of (header, cell function,
+wide-only)); a kind without columns prints NAME and AGE. Later planes add their kinds here.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Callable
+
+import yaml
+
+from mlplane.api.batch import Job
+from mlplane.api.core import Event, Namespace, Node, Pod
+from mlplane.api.meta import Object, find_condition, is_true, parse_time
+from mlplane.api.registry import Kind
+
+Cell = Callable[[Object], str]
+
+
+def human_duration(seconds: float) -> str:
+    """kubectl's HumanDuration (k8s.io/apimachinery/pkg/util/duration)."""
+    s = int(seconds)
+    if s < 0:
+        return "<invalid>"
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m" if s % 60 == 0 else f"{m}m{s % 60}s"
+    if m < 180:
+        return f"{m}m"
+    h = m // 60
+    if h < 8:
+        return f"{h}h" if m % 60 == 0 else f"{h}h{m % 60}m"
+    if h < 48:
+        return f"{h}h"
+    if h < 24 * 8:
+        return f"{h // 24}d" if h % 24 == 0 else f"{h // 24}d{h % 24}h"
+    if h < 24 * 365 * 2:
+        return f"{h // 24}d"
+    y, d = h // (24 * 365), (h // 24) % 365
+    return f"{y}y" if d == 0 or y >= 8 else f"{y}y{d}d"
+
+
+def since(timestamp: str | None) -> str:
+    t = parse_time(timestamp)
+    if t is None:
+        return "<unknown>"
+    return human_duration((datetime.now(timezone.utc) - t).total_seconds())
+
+
+def age(obj: Object) -> str:
+    return since(obj.metadata.creation_timestamp)
+
+
+# --- Pods ----------------------------------------------------------------------------------
+
+def pod_status(pod: Pod) -> str:
+    """The STATUS column: kubectl shows a container's waiting/terminated reason over the phase."""
+    if pod.metadata.deletion_timestamp:
+        return "Terminating"
+    reason = pod.status.reason or pod.status.phase
+    for cs in pod.status.container_statuses or []:
+        if cs.state.waiting and cs.state.waiting.reason:
+            reason = cs.state.waiting.reason
+        elif cs.state.terminated and cs.state.terminated.reason and pod.status.phase != "Running":
+            reason = cs.state.terminated.reason
+        elif cs.state.terminated and not cs.state.terminated.reason:
+            reason = f"Signal:{cs.state.terminated.signal}" if cs.state.terminated.signal else \
+                f"ExitCode:{cs.state.terminated.exit_code}"
+    if reason == "Pending" and pod.spec.scheduling_gates:
+        return "SchedulingGated"
+    return reason
+
+
+def _pod_ready(pod: Pod) -> str:
+    statuses = pod.status.container_statuses or []
+    return f"{sum(1 for c in statuses if c.ready)}/{len(pod.spec.containers)}"
+
+
+def _pod_restarts(pod: Pod) -> str:
+    return str(sum(c.restart_count for c in pod.status.container_statuses or []))
+
+
+# --- Jobs ----------------------------------------------------------------------------------
+
+def job_status(job: Job) -> str:
+    conds = job.status.conditions
+    for type_ in ("Failed", "Complete", "Suspended"):
+        if is_true(conds, type_):
+            return type_
+    if is_true(conds, "FailureTarget"):
+        return "FailureTarget"
+    if is_true(conds, "SuccessCriteriaMet"):
+        return "SuccessCriteriaMet"
+    return "Running"
+
+
+def _job_completions(job: Job) -> str:
+    succeeded = job.status.succeeded or 0
+    if job.spec.completions is not None:
+        return f"{succeeded}/{job.spec.completions}"
+    return f"{succeeded}/1 of {job.spec.parallelism}" if (job.spec.parallelism or 1) > 1 else f"{succeeded}/1"
+
+
+def _job_duration(job: Job) -> str:
+    start = parse_time(job.status.start_time)
+    if start is None:
+        return ""
+    end = parse_time(job.status.completion_time) or datetime.now(timezone.utc)
+    return human_duration((end - start).total_seconds())
+
+
+# --- Nodes ---------------------------------------------------------------------------------
+
+def _node_status(node: Node) -> str:
+    ready = find_condition(node.status.conditions, "Ready")
+    status = "Ready" if ready is not None and ready.status == "True" else "NotReady" if ready else "Unknown"
+    return status + (",SchedulingDisabled" if node.spec.unschedulable else "")
+
+
+def _node_roles(node: Node) -> str:
+    roles = sorted(k.rpartition("/")[2] for k in node.labels if k.startswith("node-role.kubernetes.io/"))
+    return ",".join(roles) or "<none>"
+
+
+def _node_address(node: Node, type_: str) -> str:
+    for a in node.status.addresses or []:
+        if a.type == type_:
+            return a.address
+    return "<none>"
+
+
+def _info(node: Node, attr: str) -> str:
+    info = node.status.node_info
+    return (getattr(info, attr) if info else None) or "<none>"
+
+
+# --- Events --------------------------------------------------------------------------------
+
+def _event_object(ev: Event) -> str:
+    return f"{(ev.involved_object.kind or '').lower()}/{ev.involved_object.name}"
+
+
+COLUMNS: dict[str, list[tuple[str, Cell, bool]]] = {
+    "Pod": [("READY", _pod_ready, False), ("STATUS", pod_status, False), ("RESTARTS", _pod_restarts, False),
+            ("AGE", age, False), ("IP", lambda p: p.status.pod_ip or "<none>", True),
+            ("NODE", lambda p: p.spec.node_name or "<none>", True),
+            ("NOMINATED NODE", lambda p: p.status.nominated_node_name or "<none>", True),
+            ("READINESS GATES", lambda p: "<none>", True)],
+    "Job": [("STATUS", job_status, False), ("COMPLETIONS", _job_completions, False),
+            ("DURATION", _job_duration, False), ("AGE", age, False),
+            ("CONTAINERS", lambda j: ",".join(c.name for c in j.spec.template.spec.containers), True),
+            ("IMAGES", lambda j: ",".join(c.image or "<none>" for c in j.spec.template.spec.containers), True),
+            ("SELECTOR", lambda j: f"batch.kubernetes.io/controller-uid={j.uid}", True)],
+    "Node": [("STATUS", _node_status, False), ("ROLES", _node_roles, False), ("AGE", age, False),
+             ("VERSION", lambda n: _info(n, "kubelet_version"), False),
+             ("INTERNAL-IP", lambda n: _node_address(n, "InternalIP"), True),
+             ("EXTERNAL-IP", lambda n: _node_address(n, "ExternalIP"), True),
+             ("OS-IMAGE", lambda n: _info(n, "os_image"), True),
+             ("KERNEL-VERSION", lambda n: _info(n, "kernel_version"), True),
+             ("CONTAINER-RUNTIME", lambda n: _info(n, "container_runtime_version"), True)],
+    "Namespace": [("STATUS", lambda n: (n.status.phase if n.status else None) or "Active", False),
+                  ("AGE", age, False)],
+}
+
+# Events list without a NAME column, newest last, as `kubectl get events` does.
+EVENT_COLUMNS: list[tuple[str, Cell]] = [
+    ("LAST SEEN", lambda e: since(e.last_timestamp or e.event_time or e.metadata.creation_timestamp)),
+    ("TYPE", lambda e: e.type or ""), ("REASON", lambda e: e.reason or ""), ("OBJECT", _event_object),
+    ("MESSAGE", lambda e: e.message or "")]
+
+
+def table(rows: list[list[str]]) -> str:
+    """Left-aligned columns separated by three spaces, like kubectl's tabwriter output."""
+    if not rows:
+        return ""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r[:-1], widths[:-1])] + [r[-1]]
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def print_table(kind: Kind, objs: list[Object], *, wide: bool = False, namespaces: bool = False) -> str:
+    if kind.kind == "Event":
+        objs = sorted(objs, key=lambda e: (e.last_timestamp or e.metadata.creation_timestamp or ""))
+        header = (["NAMESPACE"] if namespaces else []) + [h for h, _ in EVENT_COLUMNS]
+        rows = [header] + [([o.namespace] if namespaces else []) + [f(o) for _, f in EVENT_COLUMNS]
+                           for o in objs]
+        return table(rows)
+    columns = [(h, f) for h, f, w in COLUMNS.get(kind.kind, [("AGE", age, False)]) if wide or not w]
+    header = (["NAMESPACE"] if namespaces else []) + ["NAME"] + [h for h, _ in columns]
+    rows = [header]
+    for o in objs:
+        rows.append(([o.namespace] if namespaces else []) + [o.name] + [f(o) for _, f in columns])
+    return table(rows)
+
+
+def _clean(obj: Object) -> dict:
+    data = obj.to_dict()
+    data.get("metadata", {}).pop("managedFields", None)
+    return data
+
+
+def dump(objs: list[Object], fmt: str, *, single: bool) -> str:
+    """-o yaml / -o json: one object as itself, several as a v1 List."""
+    data = _clean(objs[0]) if single else {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""},
+                                           "items": [_clean(o) for o in objs]}
+    if fmt == "json":
+        return json.dumps(data, indent=4)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip("\n")
+
+
+def name_output(kind: Kind, obj: Object) -> str:
+    """`-o name`: job.batch/train."""
+    return f"{kind.singular}/{obj.name}"

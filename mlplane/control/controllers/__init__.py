@@ -1,0 +1,1 @@
+"""Controllers of the built-in kinds: the Job controller and the default scheduler."""

@@ -1,0 +1,312 @@
+"""The default scheduler: assigns pending pods to nodes by running the pod-plane framework.
+
+Informers on Nodes and Pods keep a ``Snapshot`` current incrementally and feed a
+``SchedulingQueue`` with the pods this scheduler is responsible for (``spec.schedulerName`` is its
+name, no ``spec.nodeName``, not terminal, not being deleted). One thread runs scheduling cycles,
+one pod at a time, against the snapshot (policy only, no I/O, under the lock the event handlers
+take); a chosen pod is *assumed* on its node at once, so the next cycle already counts it. Binding
+(PreBind, Bind: ``store.bind``), status writes and Events happen on a small pool of threads, so the
+durable writes of many pods share commits.
+
+As kube-scheduler does (pkg/scheduler/schedule_one.go): a pod that fits nowhere gets
+``PodScheduled=False`` reason ``Unschedulable`` with the diagnosis as message and a Warning Event
+``FailedScheduling``; a gated pod gets ``PodScheduled=False`` reason ``SchedulingGated``; a bound
+pod gets a Normal Event ``Scheduled``. Unschedulable pods are retried when a node is added or
+changes what it offers, a counted pod is deleted or finishes, or the pod itself changes, and at
+the latest after ``unschedulable_timeout`` seconds. The thread sleeps on a condition variable
+until one of those, a backoff expiry or a Permit timeout: it never polls.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from mlplane.api.core import Node, Pod
+from mlplane.api.errors import Conflict, NotFound
+from mlplane.api.meta import find_condition, set_condition
+from mlplane.control.runtime.events import EventRecorder
+from mlplane.control.runtime.informer import Informer
+from mlplane.control.store.base import Store
+from mlplane.policy.pod.framework import Framework
+from mlplane.policy.pod.interface import Code, CycleState, ScheduleResult, Status
+from mlplane.policy.pod.plugins import default_framework
+from mlplane.policy.pod.queue import SchedulingQueue
+from mlplane.policy.pod.snapshot import PodInfo, Snapshot
+from mlplane.policy.pod.waiting import WaitingPod
+
+log = logging.getLogger(__name__)
+
+POD_SCHEDULED = "PodScheduled"
+REASON_UNSCHEDULABLE = "Unschedulable"
+REASON_SCHEDULER_ERROR = "SchedulerError"
+REASON_SCHEDULING_GATED = "SchedulingGated"
+# The message the API server writes on a pod created with scheduling gates (pkg/registry/core/pod).
+GATED_MESSAGE = "Scheduling is blocked due to non-empty scheduling gates"
+
+
+class DefaultBinder:
+    """Bind: assigns the pod through the pods/binding subresource (defaultbinder/default_binder.go).
+
+    Conflict and NotFound propagate: the pod was deleted or bound elsewhere, and the scheduler drops it.
+    """
+
+    name = "DefaultBinder"
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def bind(self, state: CycleState, pod: PodInfo, node: str) -> Status | None:
+        self.store.bind(pod.pod.namespace, pod.pod.name, node)
+        return None
+
+
+def _node_offer(node: Node) -> tuple:
+    """What a node offers to scheduling; a change in anything else (heartbeats) retries nobody."""
+    return (node.status.allocatable, node.metadata.labels, node.spec.taints, node.spec.unschedulable)
+
+
+class Scheduler:
+    """Schedules the pods whose ``spec.schedulerName`` is ``name`` with ``framework`` (default: the
+    default plugins; a ``DefaultBinder`` is added when it has no Bind plugin).
+
+    ``start()`` returns once the Node and Pod caches are synced (or ``sync_timeout`` passed);
+    ``stop()`` waits for every thread it started. ``bind_workers`` threads bind and report.
+    """
+
+    def __init__(self, store: Store, *, name: str = "default-scheduler", framework: Framework | None = None,
+                 recorder: EventRecorder | None = None, unschedulable_timeout: float = 30.0,
+                 bind_workers: int = 4, sync_timeout: float = 30.0):
+        if unschedulable_timeout <= 0:
+            raise ValueError(f"unschedulable_timeout must be positive, got {unschedulable_timeout}")
+        if bind_workers < 1:
+            raise ValueError(f"bind_workers must be at least 1, got {bind_workers}")
+        self.store, self.name = store, name
+        framework = framework if framework is not None else default_framework()
+        if not framework.bind_plugins:
+            framework = framework.with_plugins(DefaultBinder(store))
+        self.framework = framework
+        self.recorder = recorder if recorder is not None else EventRecorder(store, name)
+        self.unschedulable_timeout, self.sync_timeout = unschedulable_timeout, sync_timeout
+        self.snapshot = Snapshot()
+        self.queue = SchedulingQueue(framework.pre_enqueue)
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._permit_deadlines: list[tuple[float, int, WaitingPod, str]] = []
+        self._seq = itertools.count()
+        self._nodes = Informer(store, Node)
+        self._pods = Informer(store, Pod)
+        self._pool = ThreadPoolExecutor(bind_workers, thread_name_prefix=f"{name}-bind")
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> "Scheduler":
+        self._nodes.add_handler(self._on_node)
+        self._pods.add_handler(self._on_pod)
+        self._nodes.start()
+        self._pods.start()
+        for informer in (self._nodes, self._pods):
+            if not informer.wait_synced(self.sync_timeout):
+                log.warning("%s: %s cache not synced after %.0fs; scheduling as events arrive",
+                            self.name, informer.model.KIND, self.sync_timeout)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._nodes.stop()
+        self._pods.stop()
+        self._pool.shutdown(wait=True)
+
+    # -- informer events (informer threads) -------------------------------------------------------
+    def _on_node(self, type_: str, old: Node | None, node: Node) -> None:
+        with self._cv:
+            if type_ == "DELETED":
+                self.snapshot.remove_node(node.name)
+                return
+            self.snapshot.set_node(node)
+            if old is None or _node_offer(old) != _node_offer(node):
+                self.queue.move_all(time.monotonic())
+                self._cv.notify()
+
+    def _on_pod(self, type_: str, old: Pod | None, pod: Pod) -> None:
+        key = pod.key
+        gated = False
+        with self._cv:
+            now = time.monotonic()
+            if type_ == "DELETED":
+                self.queue.delete(key)
+                waiting = self.framework.waiting_pods.get(key)
+                if waiting is not None:
+                    waiting.reject("", "removed")
+                if self.snapshot.remove_pod(key):
+                    self.queue.move_all(now)
+                self._cv.notify()
+                return
+            if pod.spec.node_name or pod.terminal:
+                counted = self.snapshot.node_of(key) is not None
+                self.snapshot.set_pod(pod)
+                self.queue.delete(key)
+                if counted and self.snapshot.node_of(key) is None:  # it finished: its room is free
+                    self.queue.move_all(now)
+                    self._cv.notify()
+                return
+            if pod.spec.scheduler_name != self.name:
+                return
+            if pod.metadata.deletion_timestamp:
+                self.queue.delete(key)
+                return
+            gated = not self.queue.add(PodInfo(pod), now).is_success
+            if not gated:
+                self._cv.notify()
+        if gated:
+            self._submit(self._set_condition, pod, REASON_SCHEDULING_GATED, GATED_MESSAGE)
+
+    # -- the scheduling loop (one thread) ---------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while True:
+                    if self._stopping:
+                        return
+                    now = time.monotonic()
+                    self._expire_permits(now)
+                    self._finish_waiting(now)
+                    self.queue.flush(now, self.unschedulable_timeout)
+                    queued = self.queue.pop(now)
+                    if queued is not None:
+                        break
+                    self._cv.wait(self._sleep_for(now))
+                try:
+                    result = self.framework.schedule(queued.info, self.snapshot)
+                except Exception:  # a plugin raised: nothing is held for the pod; retry after backoff
+                    log.exception("%s: scheduling %s failed", self.name, queued.key)
+                    self.snapshot.forget(queued.key)
+                    self.framework.waiting_pods.remove(queued.key)
+                    self.queue.requeue(queued.key, now, unschedulable=False)
+                    continue
+                self._handle(result, now)
+                self._finish_waiting(now)  # a Permit plugin may have released pods held earlier
+
+    def _sleep_for(self, now: float) -> float | None:
+        wakeups = [t for t in (self.queue.next_ready(), self.queue.next_flush(self.unschedulable_timeout),
+                               self._permit_deadlines[0][0] if self._permit_deadlines else None) if t is not None]
+        return max(min(wakeups) - now, 0.001) if wakeups else None
+
+    def _handle(self, result: ScheduleResult, now: float) -> None:
+        """Act on one cycle's outcome (under the lock)."""
+        pod = result.pod
+        if result.status.is_success:
+            self._submit(self._bind, result)
+        elif result.status.code is Code.WAIT:
+            assert result.waiting is not None
+            for plugin, timeout in result.waiting.timeouts.items():
+                heapq.heappush(self._permit_deadlines, (now + timeout, next(self._seq), result.waiting, plugin))
+        elif result.gated:
+            self.queue.requeue(pod.key, now, unschedulable=False)
+            self._submit(self._set_condition, pod.pod, REASON_SCHEDULING_GATED, GATED_MESSAGE)
+        else:
+            rejected = result.status.is_rejected
+            if not rejected:
+                log.warning("%s: scheduling %s: %s", self.name, pod.key, result.message)
+            self.queue.requeue(pod.key, now, unschedulable=rejected)
+            self._submit(self._record_failure, pod.pod,
+                         REASON_UNSCHEDULABLE if rejected else REASON_SCHEDULER_ERROR, result.message)
+
+    def _expire_permits(self, now: float) -> None:
+        while self._permit_deadlines and self._permit_deadlines[0][0] <= now:
+            _, _, waiting, plugin = heapq.heappop(self._permit_deadlines)
+            if self.framework.waiting_pods.get(waiting.key) is waiting:
+                waiting.expire(plugin)
+
+    def _finish_waiting(self, now: float) -> None:
+        decided = self.framework.take_decided(self.snapshot)
+        if not decided:
+            return
+        self._permit_deadlines = [d for d in self._permit_deadlines if not d[2].decided]
+        heapq.heapify(self._permit_deadlines)
+        for result in decided:
+            if result.status.is_success:
+                self._submit(self._bind, result)
+                continue
+            self.queue.move_all(now)  # its reservation is released: others may fit now
+            if result.pod.key in self.queue:  # not deleted meanwhile
+                self._handle(result, now)
+
+    # -- binding and reporting (pool threads) ------------------------------------------------------
+    def _submit(self, fn, *args) -> None:
+        if self._stopping:
+            return
+        try:
+            self._pool.submit(self._guarded, fn, *args)
+        except RuntimeError:  # the pool shut down between the check and the submit: we are stopping
+            log.debug("%s: not running %s: stopping", self.name, fn.__name__)
+
+    def _guarded(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("%s: %s failed", self.name, fn.__name__)
+
+    def _bind(self, result: ScheduleResult) -> None:
+        pod, node, state = result.pod, result.node, result.state
+        assert node is not None and state is not None
+        try:
+            status = self.framework.pre_bind(state, pod, node)
+            if status.is_success:
+                status = self.framework.bind(state, pod, node)
+        except (Conflict, NotFound) as e:
+            log.debug("%s: dropping %s: %s", self.name, pod.key, e)
+            with self._cv:
+                self.framework.unreserve(state, pod, node, self.snapshot)
+                self.queue.delete(pod.key)
+                self.queue.move_all(time.monotonic())
+                self._cv.notify()
+            return
+        except Exception as e:
+            log.warning("%s: binding %s to %s failed", self.name, pod.key, node, exc_info=True)
+            status = Status.error(f"binding {pod.key} to {node}: {e}")
+        if status.is_success:
+            with self._cv:
+                self.queue.done(pod.key)
+            self.recorder.normal(pod.pod, "Scheduled", f"Successfully assigned {pod.key} to {node}")
+            return
+        with self._cv:
+            self.framework.unreserve(state, pod, node, self.snapshot)
+            now = time.monotonic()
+            self.queue.move_all(now)
+            self.queue.requeue(pod.key, now, unschedulable=False)
+            self._cv.notify()
+        reason = REASON_UNSCHEDULABLE if status.is_rejected else REASON_SCHEDULER_ERROR
+        self._record_failure(pod.pod, reason, status.message)
+
+    def _record_failure(self, pod: Pod, reason: str, message: str) -> None:
+        self.recorder.warning(pod, "FailedScheduling", message)
+        self._set_condition(pod, reason, message)
+
+    def _set_condition(self, pod: Pod, reason: str, message: str) -> None:
+        """Set PodScheduled=False with ``reason`` unless the pod already says so (or got bound)."""
+        for _ in range(3):
+            if pod.spec.node_name:
+                return
+            current = find_condition(pod.status.conditions, POD_SCHEDULED)
+            if current is not None and (current.status, current.reason, current.message) == ("False", reason, message):
+                return
+            conditions = set_condition(pod.status.conditions, POD_SCHEDULED, "False", reason, message)
+            updated = pod.model_copy(update={"status": pod.status.model_copy(update={"conditions": conditions})})
+            try:
+                self.store.update_status(updated)
+                return
+            except Conflict:
+                pod = self.store.get(Pod, pod.namespace, pod.name)
+            except NotFound:
+                return
