@@ -15,11 +15,11 @@ def _map(values: dict[str, str] | None) -> list[str]:
 
 
 def _field(lines: list[str], label: str, value, indent: int = 0) -> None:
-    values = value if isinstance(value, list) else [value]
+    values = [line for v in (value if isinstance(value, list) else [value]) for line in str(v).splitlines() or [""]]
     pad = " " * indent
-    lines.append(f"{pad}{label + ':':<16}{values[0] if values else '<none>'}")
+    lines.append(f"{pad}{label + ':':<20}{values[0] if values else '<none>'}")
     for v in values[1:]:
-        lines.append(f"{pad}{'':<16}{v}")
+        lines.append(f"{pad}{'':<20}{v}")
 
 
 def _conditions(lines: list[str], conditions: list[Condition] | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import re
@@ -320,7 +321,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     plane = ControlPlane(config)
     try:
         plane.start()
-    except (DataDirInUse, ValueError, OSError) as e:
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise UsageError(f"cannot listen on {args.address}:{args.port}: the address is already in use "
+                             "(is another `mlplane up` running? pass --port)") from None
+        raise UsageError(str(e)) from None
+    except (DataDirInUse, ValueError) as e:
         raise UsageError(str(e)) from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

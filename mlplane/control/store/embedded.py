@@ -175,7 +175,8 @@ class _Watcher:
     def stop(self) -> None:
         if not self._stopped:
             self.store._remove_watcher(self)
-            self.end()
+            self.end()  # wakes a reader blocked in next()
+            self._stopped = True
 
     @property
     def stopped(self) -> bool:
