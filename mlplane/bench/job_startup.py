@@ -23,7 +23,7 @@ from mlplane.api.core import Pod
 from mlplane.cli.demo import _free_port, _wait_ready
 from mlplane.control.store.http import HTTPStore
 
-SLEEP = ["python3", "-c", "import time; time.sleep(120)"]
+SLEEP = ["sleep", "120"]  # coreutils: the container itself costs next to nothing to start
 
 
 def _job(pods: int) -> Job:
