@@ -16,7 +16,7 @@ from mlplane.api import BadRequest, Gone, Namespace, ObjectMeta, Pod
 from mlplane.api.errors import Unauthorized
 from mlplane.control.apiserver import ApiServer
 from mlplane.control.node.logs import container_log
-from mlplane.control.store.embedded import EmbeddedStore
+from mlplane.control.store.embedded import EmbeddedStore, _Watcher
 from mlplane.control.store.http import HTTPStore
 
 
@@ -215,3 +215,113 @@ def test_server_stop_ends_open_watches_and_disconnects_free_watchers(store):
     finally:
         client.close()
         server.stop()
+
+
+def test_a_watcher_that_falls_behind_gets_what_came_before_then_a_410_error(store, monkeypatch):
+    monkeypatch.setattr(_Watcher, "MAX_BUFFERED", 3)
+    since = store.list(Pod, "default").resource_version
+    for i in range(5):
+        store.create(_pod(f"p{i}"))
+    with ApiServer(store) as server:
+        code, body = _get(server.url, f"/api/v1/namespaces/default/pods?watch=1&resourceVersion={since}")
+    assert code == 200  # and http.client read the stream to its final chunk: it ended properly
+    events = [json.loads(line) for line in body.decode().splitlines()]
+    assert [(e["type"], e["object"].get("metadata", {}).get("name")) for e in events[:3]] == [
+        ("ADDED", "p0"), ("ADDED", "p1"), ("ADDED", "p2")]
+    assert len(events) == 4 and events[3]["type"] == "ERROR"
+    status = events[3]["object"]
+    assert (status["kind"], status["code"], status["reason"]) == ("Status", 410, "Expired")
+
+
+# -- request framing ------------------------------------------------------------------------------------
+
+def _raw(port: int, request: bytes) -> bytes:
+    """Send raw bytes; everything the server answers until it closes the connection (or 3 s pass)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        s.sendall(request)
+        got = b""
+        try:
+            while data := s.recv(65536):
+                got += data
+        except TimeoutError:
+            pass
+        return got
+
+
+@pytest.mark.parametrize("length", ["-1", "+0", "1_0", "ten", " 5x"])
+def test_a_bad_content_length_is_a_400_and_closes_the_connection(store, length):
+    with ApiServer(store) as server:
+        answer = _raw(server.port, f"GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: x\r\n"
+                                   f"Content-Length: {length}\r\n\r\n".encode())
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in head
+    status = json.loads(body)
+    assert status["reason"] == "BadRequest" and "invalid Content-Length" in status["message"]
+
+
+def test_100_continue_comes_only_after_the_size_and_token_checks(store):
+    with ApiServer(store, token="s3cret") as server:
+        post = "POST /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        answer = _raw(server.port, f"{post}Content-Length: 10\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.1 401 ")  # no "100 Continue": the body is not wanted
+        answer = _raw(server.port, f"{post}Authorization: Bearer s3cret\r\nContent-Length: {4 * 1024 * 1024}"
+                                   "\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.1 413 ") and b'"reason": "RequestEntityTooLarge"' in answer
+
+        pod = _pod("p").to_json().encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=3) as s:
+            s.sendall(f"{post}Authorization: Bearer s3cret\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(pod)}\r\nConnection: close\r\n\r\n".encode())
+            assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            s.sendall(pod)
+            answer = b""
+            while data := s.recv(65536):
+                answer += data
+        assert answer.startswith(b"HTTP/1.1 201 ")
+    assert [p.name for p in store.list(Pod).items] == ["p"]
+
+
+# -- graceful deletion ------------------------------------------------------------------------------------
+
+def _bound_pod(store, name: str, grace: int = 30) -> Pod:
+    pod = _pod(name)
+    pod.spec.node_name = "node-a"
+    pod.spec.termination_grace_period_seconds = grace
+    return store.create(pod)
+
+
+def test_delete_passes_the_grace_period_from_the_query_or_the_delete_options(store):
+    for name in ("q", "b", "d"):
+        _bound_pod(store, name)
+    with ApiServer(store) as server:
+        url = f"{server.url}/api/v1/namespaces/default/pods"
+        parts = urlsplit(url)
+
+        def delete(path: str, body: bytes | None = None) -> tuple[int, dict]:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+            try:
+                conn.request("DELETE", f"{parts.path}/{path}", body,
+                             {"Content-Type": "application/json"} if body else {})
+                resp = conn.getresponse()
+                return resp.status, json.loads(resp.read())
+            finally:
+                conn.close()
+
+        code, pod = delete("q?gracePeriodSeconds=7")
+        assert code == 200 and pod["metadata"]["deletionGracePeriodSeconds"] == 7
+        code, pod = delete("b", b'{"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 9}')
+        assert code == 200 and pod["metadata"]["deletionGracePeriodSeconds"] == 9
+        code, pod = delete("d")
+        assert code == 200 and pod["metadata"]["deletionGracePeriodSeconds"] == 30  # the pod's own
+        assert sorted(p.name for p in store.list(Pod).items) == ["b", "d", "q"]  # all Terminating
+
+        for path, body in (("q?gracePeriodSeconds=soon", None), ("q?gracePeriodSeconds=1.5", None),
+                           ("q", b'{"gracePeriodSeconds": "0"}'), ("q", b'{"gracePeriodSeconds": true}')):
+            code, status = delete(path, body)
+            assert (code, status["reason"]) == (400, "BadRequest"), (path, body)
+            assert "gracePeriodSeconds" in status["message"]
+        code, _ = delete("q?gracePeriodSeconds=0")
+        assert code == 200
+        code, _ = delete("b", b'{"gracePeriodSeconds": 0}')
+        assert code == 200
+    assert [p.name for p in store.list(Pod).items] == ["d"]

@@ -3,26 +3,15 @@ writing pod phases and container statuses through the status subresource."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 
 import pytest
 
-from mlplane.api import Conflict, Event, Job, NotFound, Pod
+from conftest import events, wait_for
+from mlplane.api import Conflict, Job, NotFound, Pod
 from mlplane.api.meta import find_condition
 from mlplane.control.controllers.job import JobController
 from mlplane.policy.workload.job import COMPLETION_INDEX_KEY, TRACKING_FINALIZER
-
-
-def wait_for(check, what: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -51,7 +40,7 @@ def running(store, job: Job, count: int) -> list[Pod]:
     def check():
         found = [p for p in pods(store, job) if p.status.phase == "Pending" and not p.metadata.deletion_timestamp]
         return found if len(found) == count else None
-    return wait_for(check, f"{count} pending pods of {job.name}")
+    return wait_for(check, what=f"{count} pending pods of {job.name}")
 
 
 def kubelet(store, pod: Pod, phase: str, exit_code: int = 0, conditions=()) -> None:
@@ -76,12 +65,7 @@ def job_condition(store, job: Job, type_: str):
     def check():
         c = find_condition(store.get(Job, "default", job.name).status.conditions, type_)
         return c if c is not None and c.status == "True" else None
-    return wait_for(check, f"condition {type_} on {job.name}")
-
-
-def events(store, job: Job) -> list[tuple[str, str, str]]:
-    return [(e.type, e.reason, e.message) for e in store.list(Event, "default").items
-            if e.involved_object.name == job.name]
+    return wait_for(check, what=f"condition {type_} on {job.name}")
 
 
 def test_indexed_job_runs_to_completion(store, controller):
@@ -102,7 +86,7 @@ def test_indexed_job_runs_to_completion(store, controller):
         assert (ref.kind, ref.name, ref.uid, ref.controller, ref.block_owner_deletion) == ("Job", "train", job.uid,
                                                                                            True, True)
         kubelet(store, pod, "Running")
-    wait_for(lambda: store.get(Job, "default", "train").status.active == 2, "active=2")
+    wait_for(lambda: store.get(Job, "default", "train").status.active == 2, what="active=2")
     for pod in first:
         kubelet(store, pod, "Succeeded")
     (last,) = running(store, job, 1)
@@ -114,7 +98,7 @@ def test_indexed_job_runs_to_completion(store, controller):
     assert status.completed_indexes == "0-2" and status.completion_time and status.start_time
     assert find_condition(status.conditions, "SuccessCriteriaMet").reason == "CompletionsReached"
     assert not any(p.metadata.finalizers for p in pods(store, job))
-    seen = events(store, job)
+    seen = events(store, job.name)
     assert ("Normal", "Completed", "Job completed") in seen
     assert {f"Created pod: {p.name}" for p in [*first, last]} == {m for _, r, m in seen if r == "SuccessfulCreate"}
 
@@ -130,7 +114,7 @@ def test_backoff_limit_fails_the_job(store, controller):
     assert (failed.reason, failed.message) == ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
     status = store.get(Job, "default", job.name).status
     assert status.failed == 2 and status.succeeded is None and status.completion_time is None
-    assert ("Warning", "BackoffLimitExceeded", "Job has reached the specified backoff limit") in events(store, job)
+    assert ("Warning", "BackoffLimitExceeded", "Job has reached the specified backoff limit") in events(store, job.name)
 
 
 def test_fail_job_policy_stops_the_other_pods(store, controller):
@@ -166,7 +150,7 @@ def test_suspend_deletes_pods_and_resume_recreates_them(store, controller):
     job = store.get(Job, "default", job.name)
     job.spec.suspend = True
     store.update(job)
-    wait_for(lambda: not pods(store, job), "pods deleted on suspend")
+    wait_for(lambda: not pods(store, job), what="pods deleted on suspend")
     suspended = job_condition(store, job, "Suspended")
     assert (suspended.reason, suspended.message) == ("JobSuspended", "Job suspended")
     assert store.get(Job, "default", job.name).status.failed is None
@@ -177,7 +161,7 @@ def test_suspend_deletes_pods_and_resume_recreates_them(store, controller):
     assert not {p.name for p in before} & {p.name for p in after}
     resumed = find_condition(store.get(Job, "default", job.name).status.conditions, "Suspended")
     assert (resumed.status, resumed.reason) == ("False", "JobResumed")
-    seen = events(store, job)
+    seen = events(store, job.name)
     assert ("Normal", "Suspended", "Job suspended") in seen and ("Normal", "Resumed", "Job resumed") in seen
     assert {f"Deleted pod: {p.name}" for p in before} <= {m for _, r, m in seen if r == "SuccessfulDelete"}
 
@@ -188,7 +172,7 @@ def test_deleting_the_job_cascades_to_its_pods(store, controller):
         kubelet(store, pod, "Running")
     store.delete(Job, "default", job.name)
     # The cascade marks the pods deleted; the controller releases the finalizers that hold them.
-    wait_for(lambda: not pods(store, job), "pods of the deleted job gone")
+    wait_for(lambda: not pods(store, job), what="pods of the deleted job gone")
 
 
 def test_counts_survive_a_controller_restart_and_pod_deletion(store):
@@ -222,8 +206,8 @@ def test_ttl_after_finished_deletes_the_job_and_its_pods(store, controller):
         except NotFound:
             return True
         return False
-    wait_for(gone, "the finished job deleted")
-    wait_for(lambda: not pods(store, job), "its pods deleted")
+    wait_for(gone, what="the finished job deleted")
+    wait_for(lambda: not pods(store, job), what="its pods deleted")
 
 
 def test_active_deadline_fails_the_job(store, controller):
@@ -232,4 +216,4 @@ def test_active_deadline_fails_the_job(store, controller):
     kubelet(store, pod, "Running")
     failed = job_condition(store, job, "Failed")
     assert (failed.reason, failed.message) == ("DeadlineExceeded", "Job was active longer than specified deadline")
-    wait_for(lambda: not pods(store, job), "the running pod deleted")
+    wait_for(lambda: not pods(store, job), what="the running pod deleted")

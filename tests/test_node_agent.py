@@ -4,29 +4,20 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 
 import pytest
 
-from mlplane.api import Event, Node, NotFound, Pod
+from conftest import events, get_pod, wait_for
+from mlplane.api import Node, NotFound, Pod
 from mlplane.api.meta import find_condition
 from mlplane.control.node import logs
 from mlplane.control.node.agent import NodeAgent
 from mlplane.control.node.resources import memory_kib, node_name_from_hostname
 
 NODE = "node-a"
-
-
-def wait_for(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def dead(pid):
@@ -71,22 +62,14 @@ def create_pod(store, name, command, *, restart="Never", env=None, labels=None, 
     return store.create(Pod.model_validate({"metadata": meta, "spec": spec}))
 
 
-def get(store, name):
-    return store.get(Pod, "default", name)
-
-
 def wait_phase(store, name, phase, timeout=5.0):
-    return wait_for(lambda: (p := get(store, name)).status.phase == phase and p, timeout, f"{name} {phase}")
+    return wait_for(lambda: (p := get_pod(store, name)).status.phase == phase and p, timeout=timeout,
+                    what=f"{name} {phase}")
 
 
 def container(pod):
     (status,) = pod.status.container_statuses
     return status
-
-
-def events(store, name):
-    return [(e.type, e.reason, e.message)
-            for e in store.list(Event, "default", field_selector=f"involvedObject.name={name}").items]
 
 
 def log_text(tmp_path, pod, restart_count=0):
@@ -210,7 +193,7 @@ def test_on_failure_restarts_in_place_with_a_new_log_per_run(store, agents, tmp_
 def test_a_crash_loop_waits_in_back_off_and_says_so(store, agents):
     agents(crash_backoff=30)
     pod = create_pod(store, "crashing", ["sh", "-c", "exit 1"], restart="Always")
-    pod = wait_for(lambda: (p := get(store, "crashing")).status.container_statuses
+    pod = wait_for(lambda: (p := get_pod(store, "crashing")).status.container_statuses
                    and container(p).state.waiting and p, what="CrashLoopBackOff")
     status = container(pod)
     assert pod.status.phase == "Running"
@@ -225,7 +208,7 @@ def test_a_crash_loop_waits_in_back_off_and_says_so(store, agents):
 def test_a_container_restart_policy_overrides_the_pods(store, agents):
     agents()
     create_pod(store, "always", ["true"], restart="Never", container_restart="Always")
-    pod = wait_for(lambda: (p := get(store, "always")).status.container_statuses
+    pod = wait_for(lambda: (p := get_pod(store, "always")).status.container_statuses
                    and container(p).restart_count >= 2 and p, what="two restarts")
     assert pod.status.phase == "Running"
 
@@ -239,7 +222,7 @@ def test_a_missing_executable_is_a_start_error(store, agents):
     assert ("Warning", "Failed", f"Error: {t.message}") in events(store, "missing")
 
     create_pod(store, "retried", ["./not-here"], restart="OnFailure")
-    pod = wait_for(lambda: (p := get(store, "retried")).status.container_statuses
+    pod = wait_for(lambda: (p := get_pod(store, "retried")).status.container_statuses
                    and container(p).restart_count >= 1 and p, what="a retried start")
     assert container(pod).last_state.terminated.message == 'exec: "./not-here": stat ./not-here: no such file or ' \
                                                            'directory'
@@ -283,7 +266,7 @@ def test_env_holds_field_refs_expansions_and_the_agents_environment(store, agent
 def test_an_unsupported_field_ref_is_a_config_error(store, agents):
     agents()
     create_pod(store, "badref", ["true"], env=[{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.nope"}}}])
-    pod = wait_for(lambda: (p := get(store, "badref")).status.container_statuses and p, what="a status")
+    pod = wait_for(lambda: (p := get_pod(store, "badref")).status.container_statuses and p, what="a status")
     waiting = container(pod).state.waiting
     assert (pod.status.phase, waiting.reason, waiting.message) == ("Pending", "CreateContainerConfigError",
                                                                   "unsupported fieldPath: spec.nope")
@@ -312,7 +295,7 @@ def test_active_deadline_kills_the_pod_and_fails_it(store, agents):
     pod = wait_phase(store, "slow", "Failed", timeout=4)
     assert (pod.status.reason, pod.status.message) == ("DeadlineExceeded",
                                                        "Pod was active on the node longer than the specified deadline")
-    t = wait_for(lambda: container(get(store, "slow")).state.terminated, what="the container to end")
+    t = wait_for(lambda: container(get_pod(store, "slow")).state.terminated, what="the container to end")
     assert (t.exit_code, t.signal) == (143, signal.SIGTERM)
 
 
@@ -328,7 +311,7 @@ def test_a_restarted_agent_adopts_running_containers_and_reads_exit_codes(store,
     go["short"].touch()  # finishes while no agent runs
     os.killpg(pids["lost"], signal.SIGKILL)  # vanishes without an exit record
     wait_for(lambda: dead(pids["short"]) and dead(pids["lost"]), what="short and lost to end")
-    assert {get(store, n).status.phase for n in pids} == {"Running"}  # nobody reported them
+    assert {get_pod(store, n).status.phase for n in pids} == {"Running"}  # nobody reported them
 
     agents()
     short = container(wait_phase(store, "short", "Failed")).state.terminated
@@ -336,7 +319,7 @@ def test_a_restarted_agent_adopts_running_containers_and_reads_exit_codes(store,
     lost = container(wait_phase(store, "lost", "Failed")).state.terminated
     assert (lost.exit_code, lost.reason) == (137, "ContainerStatusUnknown")
 
-    long = get(store, "long")
+    long = get_pod(store, "long")
     assert long.status.phase == "Running" and pid_of(long) == pids["long"] and container(long).restart_count == 0
     go["long"].touch()
     long = container(wait_phase(store, "long", "Failed")).state.terminated
@@ -355,4 +338,102 @@ def test_a_restarted_agent_kills_containers_of_pods_deleted_while_it_was_down(st
     folder = logs.pod_dir(tmp_path / "data", "default", "orphan", pod.uid)
     wait_for(lambda: not folder.exists(), what="its records to be removed")
     with pytest.raises(NotFound):
-        get(store, "orphan")
+        get_pod(store, "orphan")
+
+
+# --- graceful deletion ---------------------------------------------------------------------
+
+def test_a_deleted_pod_terminates_gracefully_and_is_removed_with_its_final_status(store, agents, tmp_path):
+    agents()
+    script = "trap 'echo got TERM; exit 0' TERM; echo started; while :; do sleep 0.05; done"
+    pod = create_pod(store, "graceful", ["sh", "-c", script], grace=5)
+    pid = pid_of(wait_phase(store, "graceful", "Running"))
+    wait_for(lambda: log_text(tmp_path, pod) == "started\n", what="the container to start")
+    watch = store.watch(Pod, "default", store.list(Pod, "default").resource_version)
+    try:
+        deleting = store.delete(Pod, "default", "graceful")
+        assert deleting.metadata.deletion_timestamp and deleting.metadata.deletion_grace_period_seconds == 5
+        seen = []
+        while not seen or seen[-1].type != "DELETED":
+            event = watch.next(timeout=5)
+            assert event is not None, "no DELETED event within 5s"
+            seen.append(event)
+    finally:
+        watch.stop()
+    assert dead(pid)
+    assert all(e.object.metadata.deletion_timestamp for e in seen)  # Terminating until removed
+    final = seen[-1].object  # the last state: what the agent wrote once the container had stopped
+    t = container(final).state.terminated
+    assert (t.exit_code, t.reason) == (0, "Completed")
+    assert final.status.phase == "Succeeded"
+    with pytest.raises(NotFound):
+        get_pod(store, "graceful")
+    assert ("Normal", "Killing", "Stopping container main") in events(store, "graceful")
+    wait_for(lambda: not logs.pod_dir(tmp_path / "data", "default", "graceful", pod.uid).exists(),
+             what="the pod's records to be removed")
+
+
+def test_a_terminating_pod_keeps_its_log_and_the_deletes_grace_period_bounds_the_wait(store, agents, tmp_path):
+    agents()
+    pod = create_pod(store, "stubborn", ["sh", "-c", "trap 'echo ignoring TERM' TERM; echo up; "
+                                                    "while :; do sleep 0.05; done"], grace=30)
+    pid = pid_of(wait_phase(store, "stubborn", "Running"))
+    wait_for(lambda: log_text(tmp_path, pod) == "up\n", what="the container to start")
+    began = time.monotonic()
+    assert store.delete(Pod, "default", "stubborn", grace_period_seconds=1).metadata.deletion_grace_period_seconds == 1
+    wait_for(lambda: "ignoring TERM" in log_text(tmp_path, pod), what="SIGTERM to reach the container")
+    assert get_pod(store, "stubborn").metadata.deletion_timestamp  # Terminating, and its log still there
+    wait_for(lambda: dead(pid), timeout=4, what="SIGKILL after the delete's grace period")
+    assert 0.9 < time.monotonic() - began < 4
+    wait_for(lambda: not store.list(Pod, "default").items, what="the pod to be removed")
+
+
+def test_a_forced_delete_kills_a_terminating_pod_at_once(store, agents, tmp_path):
+    agents()
+    pod = create_pod(store, "forced", ["sh", "-c", "trap '' TERM; sleep 30 & wait"], grace=30)
+    pid = pid_of(wait_phase(store, "forced", "Running"))
+    store.delete(Pod, "default", "forced")
+    wait_for(lambda: ("Normal", "Killing", "Stopping container main") in events(store, "forced"),
+             what="the graceful stop to begin")
+    time.sleep(0.2)
+    assert not dead(pid)  # it ignores SIGTERM and has 30s of grace
+    store.delete(Pod, "default", "forced", grace_period_seconds=0)
+    with pytest.raises(NotFound):
+        get_pod(store, "forced")
+    wait_for(lambda: dead(pid), timeout=2, what="the container to be killed at once")
+    wait_for(lambda: not logs.pod_dir(tmp_path / "data", "default", "forced", pod.uid).exists(),
+             what="its records to be removed")
+
+
+def test_a_pod_deleted_before_its_agent_ran_it_is_removed(store, agents):
+    create_pod(store, "never-ran", ["sleep", "30"])
+    assert store.delete(Pod, "default", "never-ran").metadata.deletion_timestamp
+    agents()
+    wait_for(lambda: not store.list(Pod, "default").items, what="the pod to be removed")
+
+
+# --- starting a process --------------------------------------------------------------------
+
+def test_an_agent_killed_between_spawning_and_recording_a_process_leaves_nothing_running(tmp_path):
+    marker = tmp_path / "ran"
+    program = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from mlplane.control.node.process import spawn\n"
+        "d = Path(sys.argv[1])\n"
+        f"a = spawn(['sh', '-c', 'touch {marker}; sleep 30'], dict(os.environ), str(d), d / 'log', d / 'exit')\n"
+        "print(a.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)  # dies before it could save the pod's record\n")
+    proc = subprocess.run([sys.executable, "-c", program, str(tmp_path)], capture_output=True, text=True, timeout=30,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == -signal.SIGKILL
+    shim = int(proc.stdout)
+    try:
+        wait_for(lambda: dead(shim), what="the unrecorded process to end")
+        time.sleep(0.1)
+        assert not marker.exists()  # the container's command never ran
+    finally:
+        try:
+            os.killpg(shim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

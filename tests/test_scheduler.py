@@ -6,10 +6,11 @@ import time
 
 import pytest
 
-from mlplane.api import Event, Node, Pod
+from conftest import events_about, get_pod, wait_for
+from mlplane.api import Node, Pod
 from mlplane.api.meta import find_condition
 from mlplane.api.quantity import milli
-from mlplane.control.controllers.scheduler import Scheduler
+from mlplane.control.controllers.scheduler import DefaultBinder, Scheduler
 from mlplane.policy.pod import Framework, Status, WaitingPods, default_plugins
 
 
@@ -24,25 +25,6 @@ def make_pod(store, name, cpu="100m", **spec):
         "metadata": {"name": name, "namespace": "default"},
         "spec": {"containers": [{"name": "main", "command": ["true"], "resources": {"requests": {"cpu": cpu}}}],
                  **spec}}))
-
-
-def get_pod(store, name):
-    return store.get(Pod, "default", name)
-
-
-def wait_for(check, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def events_for(store, name):
-    return [e for e in store.list(Event, "default").items if e.involved_object.name == name]
 
 
 @pytest.fixture
@@ -70,7 +52,7 @@ def test_pending_pods_are_bound_and_the_binding_is_reported(store, start):
     assert placed == {"n1", "n2"}  # least-allocated spreads them
     p0 = get_pod(store, "p0")
     assert find_condition(p0.status.conditions, "PodScheduled").status == "True"
-    scheduled = wait_for(lambda: [e for e in events_for(store, "p0") if e.reason == "Scheduled"], what="event")
+    scheduled = wait_for(lambda: [e for e in events_about(store, "p0") if e.reason == "Scheduled"], what="event")
     assert scheduled[0].type == "Normal"
     assert scheduled[0].message == f"Successfully assigned default/p0 to {p0.spec.node_name}"
     assert scheduled[0].source.component == "default-scheduler"
@@ -88,7 +70,7 @@ def test_an_impossible_pod_says_why_and_schedules_once_a_big_enough_node_arrives
         return c is not None and c.status == "False" and c.reason == "Unschedulable" and c
     condition = wait_for(unschedulable, what="PodScheduled=False")
     assert condition.message == message
-    warning = wait_for(lambda: [e for e in events_for(store, "big") if e.reason == "FailedScheduling"], what="event")
+    warning = wait_for(lambda: [e for e in events_about(store, "big") if e.reason == "FailedScheduling"], what="event")
     assert warning[0].type == "Warning" and warning[0].message == message
     assert get_pod(store, "big").spec.node_name is None
 
@@ -110,7 +92,7 @@ def test_a_gated_pod_waits_for_its_gates(store, start):
     assert condition.status == "False"
     assert condition.message == "Scheduling is blocked due to non-empty scheduling gates"
     assert get_pod(store, "gated").spec.node_name is None
-    assert not events_for(store, "gated")  # waiting on a gate is not a failure
+    assert not events_about(store, "gated")  # waiting on a gate is not a failure
 
     ungated = get_pod(store, "gated")
     ungated.spec.scheduling_gates = None
@@ -154,7 +136,7 @@ def test_pods_of_other_schedulers_and_bound_pods_are_left_alone(store, start):
     time.sleep(0.2)
     assert get_pod(store, "theirs").spec.node_name is None
     assert get_pod(store, "theirs").status.conditions is None
-    assert not events_for(store, "theirs") and not events_for(store, "pinned")
+    assert not events_about(store, "theirs") and not events_about(store, "pinned")
     assert get_pod(store, "pinned").spec.node_name == "n2"
 
 
@@ -173,7 +155,7 @@ def test_room_freed_by_a_finished_or_deleted_pod_is_used(store, start):
     winner = wait_for(lambda: next((n for n in ("second", "third") if get_pod(store, n).spec.node_name), None),
                       what="a waiting pod bound into the freed room")
     other = "third" if winner == "second" else "second"
-    store.delete(Pod, "default", winner)
+    store.delete(Pod, "default", winner, grace_period_seconds=0)  # no node agent here to confirm a graceful stop
     wait_for(lambda: get_pod(store, other).spec.node_name, what="the last pod bound after a delete")
 
 
@@ -218,3 +200,58 @@ def test_a_permit_timeout_releases_the_reservation_and_is_reported(store, start)
     assert condition.message == ("0/1 nodes are available: 1 rejected due to timeout after waiting 200ms "
                                  "at plugin Gang.")
     assert get_pod(store, "lonely").spec.node_name is None
+
+
+class Exploding:
+    """PreEnqueue: a buggy plugin that raises for pod "bad" on every call after the first."""
+
+    name = "Exploding"
+
+    def __init__(self):
+        self.calls = 0
+
+    def pre_enqueue(self, pod):
+        if pod.pod.name == "bad":
+            self.calls += 1
+            if self.calls > 1:
+                raise RuntimeError("plugin bug")
+        return None
+
+
+def test_an_error_outside_the_scheduling_cycle_does_not_stop_scheduling(store, start, caplog):
+    make_node(store, "n1")
+    plugin = Exploding()
+    start(framework=Framework([*default_plugins(), plugin]))
+    make_pod(store, "bad")  # its cycle raises, and so does putting it back in the queue
+    wait_for(lambda: plugin.calls >= 3, what="the plugin to raise while the pod is requeued")
+    make_pod(store, "good")
+    assert wait_for(lambda: get_pod(store, "good").spec.node_name, what="good bound") == "n1"
+    assert "scheduling loop failed" in caplog.text and "plugin bug" in caplog.text
+
+
+class FailingFramework(Framework):
+    """A framework whose bookkeeping of Permit-held pods fails until ``healed`` is set."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failures = 0
+        self.healed = False
+
+    def take_decided(self, snapshot):
+        if not self.healed:
+            self.failures += 1
+            raise RuntimeError("broken")
+        return super().take_decided(snapshot)
+
+
+def test_a_persistent_loop_error_backs_off_and_scheduling_resumes_once_it_clears(store, start):
+    make_node(store, "n1")
+    framework = FailingFramework([*default_plugins(), DefaultBinder(store)])
+    start(framework=framework)
+    make_pod(store, "p")
+    time.sleep(0.5)
+    # 0.05 s doubling: tries at about 0, 0.05, 0.15, 0.35 s; a busy loop would make thousands.
+    assert 1 <= framework.failures <= 6
+    assert get_pod(store, "p").spec.node_name is None
+    framework.healed = True
+    assert wait_for(lambda: get_pod(store, "p").spec.node_name, timeout=5, what="p bound") == "n1"

@@ -73,8 +73,22 @@ class Gone(ApiError):
     code, reason = 410, "Expired"
 
 
+class RequestEntityTooLarge(ApiError):
+    code, reason = 413, "RequestEntityTooLarge"
+
+
+class UnsupportedMediaType(ApiError):
+    code, reason = 415, "UnsupportedMediaType"
+
+
 class Invalid(ApiError):
     code, reason = 422, "Invalid"
+
+
+class RequestHeaderFieldsTooLarge(ApiError):
+    """Request headers too long or too many (HTTP 431; Kubernetes has no StatusReason of its own for it)."""
+
+    code, reason = 431, "RequestHeaderFieldsTooLarge"
 
 
 class Timeout(ApiError):
@@ -82,4 +96,5 @@ class Timeout(ApiError):
 
 
 _BY_REASON = {c.reason: c for c in (BadRequest, Unauthorized, NotFound, MethodNotAllowed, AlreadyExists,
-                                    Conflict, Gone, Invalid, Timeout)}
+                                    Conflict, Gone, RequestEntityTooLarge, UnsupportedMediaType, Invalid,
+                                    RequestHeaderFieldsTooLarge, Timeout)}

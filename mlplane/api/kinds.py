@@ -23,8 +23,6 @@ def _pod_update_errors(old: Object, new: Object) -> list[tuple[str, str]]:
         s.scheduling_gates = None
         s.tolerations = None
         s.active_deadline_seconds = None
-    if a.node_name and not b.node_name:
-        b.node_name = a.node_name
     errors = []
     if a != b:
         errors.append(("spec", "Forbidden: pod updates may not change fields other than `spec.schedulingGates`, "
@@ -35,6 +33,15 @@ def _pod_update_errors(old: Object, new: Object) -> list[tuple[str, str]]:
         errors.append(("spec.schedulingGates", "Forbidden: only deletion is allowed, but found new scheduling "
                                                f"gate {sorted(new_gates - old_gates)[0]!r}"))
     return errors
+
+
+def _pod_grace(pod: Object) -> int | None:
+    """A pod running on a node is stopped before it goes: its node agent confirms the delete."""
+    assert isinstance(pod, Pod)
+    if not pod.spec.node_name or pod.terminal:
+        return None
+    grace = pod.spec.termination_grace_period_seconds
+    return 30 if grace is None else grace
 
 
 def _job_update_errors(old: Object, new: Object) -> list[tuple[str, str]]:
@@ -59,7 +66,7 @@ REGISTRY.register(Kind(Node, "nodes", namespaced=False, short_names=("no",),
                        field_names=frozenset({"spec.unschedulable"})))
 REGISTRY.register(Kind(Pod, "pods", namespaced=True, short_names=("po",), fields=_pod_fields,
                        field_names=frozenset({"spec.nodeName", "spec.schedulerName", "status.phase"}),
-                       update_errors=_pod_update_errors))
+                       update_errors=_pod_update_errors, graceful=_pod_grace))
 REGISTRY.register(Kind(Event, "events", namespaced=True, short_names=("ev",),
                        fields=lambda o: {"involvedObject.name": o.involved_object.name or "",
                                          "involvedObject.kind": o.involved_object.kind or "",

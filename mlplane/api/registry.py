@@ -19,6 +19,14 @@ def _no_fields(_obj: Object) -> dict[str, str]:
     return {}
 
 
+class ConversionError(ValueError):
+    """A manifest of an older served version that cannot be converted; ``causes`` as (path, message)."""
+
+    def __init__(self, causes: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{p}: {m}" for p, m in causes))
+        self.causes = causes
+
+
 @dataclass(frozen=True)
 class Kind:
     model: type[Object]
@@ -30,6 +38,11 @@ class Kind:
     field_names: frozenset[str] = frozenset()
     # Checks on update: (old, new) -> list of (path, message) for changes that are not allowed.
     update_errors: Callable[[Object, Object], list[tuple[str, str]]] | None = None
+    # Older apiVersions also accepted for this kind: (apiVersion, function turning that version's wire
+    # dict into this kind's wire dict, or raising ConversionError). Objects are always the model's version.
+    conversions: tuple[tuple[str, Callable[[dict], dict]], ...] = ()
+    # Graceful deletion: the seconds a delete should wait for this object to stop (None: delete at once).
+    graceful: Callable[[Object], int | None] | None = None
 
     @property
     def kind(self) -> str:
@@ -79,6 +92,13 @@ class Kind:
     def decode(self, data: dict, *, where: str = "") -> Object:
         """Validate a wire-shape dict into this kind's model, or raise Invalid naming each bad field."""
         name = (data.get("metadata") or {}).get("name") if isinstance(data.get("metadata"), dict) else None
+        for api_version, convert in self.conversions:
+            if data.get("apiVersion") == api_version:
+                try:
+                    data = convert(data)
+                except ConversionError as e:
+                    raise self.invalid(name or "", e.causes, where) from None
+                break
         try:
             obj = self.model.model_validate(data)
         except ValidationError as e:
@@ -134,6 +154,8 @@ class Registry:
     def register(self, kind: Kind) -> Kind:
         self.kinds.append(kind)
         self._by_gvk[(kind.api_version, kind.kind)] = kind
+        for api_version, _convert in kind.conversions:
+            self._by_gvk[(api_version, kind.kind)] = kind
         self._by_model[kind.model] = kind
         self._by_path[(kind.api_version, kind.plural)] = kind
         for alias in (kind.plural, kind.kind.lower(), kind.resource, kind.singular, *kind.short_names):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import time
 
 from mlplane.api.batch import Job
 from mlplane.api.core import Pod
-from mlplane.cli.demo import _free_port, _wait_ready
+from mlplane.cli.demo import _free_port, _wait_ready, stop_process
 from mlplane.control.store.http import HTTPStore
 
 SLEEP = ["sleep", "120"]  # coreutils: the container itself costs next to nothing to start
@@ -61,11 +60,7 @@ def measure_mlplane(pods: int) -> float:
             time.sleep(0.2)
         return elapsed
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=30)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

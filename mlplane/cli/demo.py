@@ -35,6 +35,18 @@ def _start_plane(data_dir: str, port: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def stop_process(proc: subprocess.Popen, timeout: float) -> int:
+    """Stop a child server: SIGTERM, wait up to ``timeout`` seconds for it to shut down, then SIGKILL.
+    Returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
 def _wait_ready(store: HTTPStore, proc: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,12 +111,7 @@ def run_demo(directory: str, *, timeout: float = 300.0) -> int:
             store.delete(Job, j.namespace, j.name)
         return 0 if ok else 1
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
         shutil.rmtree(data_dir, ignore_errors=True)
         print(f"==> done in {time.monotonic() - t0:.1f}s")
 

@@ -6,7 +6,7 @@ from mlplane.api.batch import Job
 from mlplane.api.core import Event, Node, Pod
 from mlplane.api.meta import Condition, Object
 from mlplane.api.registry import Kind
-from mlplane.cli.printers import EVENT_COLUMNS, job_status, pod_status, since, table
+from mlplane.cli.printers import job_status, pod_status, since, table
 from mlplane.control.store.base import Store
 
 
@@ -165,5 +165,3 @@ def describe(store: Store, kind: Kind, obj: Object) -> str:
         _events(lines, store, obj)
     return "\n".join(lines)
 
-
-__all__ = ["describe", "EVENT_COLUMNS"]

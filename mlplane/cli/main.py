@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
 import re
@@ -130,6 +131,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         blocks.extend(describe(store, kind, o) for o in objs)
     if not blocks:
         print(f"No resources found in {ns} namespace.", file=sys.stderr)
+        return 1
     print("\n\n".join(blocks))
     return 0
 
@@ -160,21 +162,58 @@ def cmd_apply(args: argparse.Namespace) -> int:
     failed = 0
     for kind, obj in objs:
         ident = f"{kind.singular}/{obj.name}"
+        applied = _applied_config(obj)
         try:
             try:
                 current = store.get(kind.model, obj.metadata.namespace, obj.name)
             except NotFound:
+                obj.metadata.annotations = {**(obj.metadata.annotations or {}), LAST_APPLIED: applied}
                 store.create(obj)
                 print(f"{ident} created")
                 continue
-            obj.metadata.resource_version = current.metadata.resource_version
-            updated = store.update(obj)
+            last = json.loads((current.metadata.annotations or {}).get(LAST_APPLIED, "{}"))
+            patch = three_way_patch(last, json.loads(applied))
+            patch.setdefault("metadata", {}).setdefault("annotations", {})[LAST_APPLIED] = applied
+            patch["metadata"]["resourceVersion"] = current.metadata.resource_version
+            updated = store.patch(kind.model, obj.metadata.namespace, obj.name, patch)
             same = updated.metadata.resource_version == current.metadata.resource_version
             print(f"{ident} {'unchanged' if same else 'configured'}")
         except ApiError as e:
             print(f"Error from server ({e.reason}): error when applying {ident}: {e.message}", file=sys.stderr)
             failed += 1
     return 1 if failed else 0
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _applied_config(obj: Object) -> str:
+    """What the user wrote (no status, no earlier last-applied), as kubectl records it."""
+    data = obj.to_dict()
+    data.pop("status", None)
+    annotations = data.get("metadata", {}).get("annotations") or {}
+    annotations.pop(LAST_APPLIED, None)
+    if not annotations:
+        data.get("metadata", {}).pop("annotations", None)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def three_way_patch(last: dict, new: dict) -> dict:
+    """The merge patch `apply` sends: set what the user sets now, remove what they applied before
+    and have dropped since, and leave alone what others (controllers, the scheduler) own."""
+    patch: dict = {}
+    for key, value in new.items():
+        before = last.get(key) if isinstance(last, dict) else None
+        if isinstance(value, dict) and isinstance(before, dict):
+            sub = three_way_patch(before, value)
+            if sub:
+                patch[key] = sub
+        else:
+            patch[key] = value
+    for key in (last or {}):
+        if key not in new:
+            patch[key] = None
+    return patch
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -200,15 +239,19 @@ def cmd_delete(args: argparse.Namespace) -> int:
                 targets.extend((kind, scope, o.name) for o in store.list(kind.model, scope, args.selector).items)
             else:
                 raise UsageError("resource(s) were provided, but no name was specified; use --all or -l")
+    grace = 0 if args.force else args.grace_period if args.grace_period >= 0 else None
     failed = 0
     for kind, scope, name in targets:
         try:
-            store.delete(kind.model, scope, name, propagation=args.cascade_policy)
-            print(f'{kind.singular} "{name}" deleted')
+            store.delete(kind.model, scope, name, propagation=args.cascade_policy, grace_period_seconds=grace)
+            print(f'{kind.singular} "{name}" {"force deleted" if args.force else "deleted"}')
         except NotFound as e:
             if not args.ignore_not_found:
                 print(f"Error from server (NotFound): {e.message}", file=sys.stderr)
                 failed += 1
+        except ApiError as e:
+            print(f"Error from server ({e.reason}): {e.message}", file=sys.stderr)
+            failed += 1
     return 1 if failed else 0
 
 
@@ -265,8 +308,12 @@ def cmd_wait(args: argparse.Namespace) -> int:
             if left <= 0:
                 print(f"error: timed out waiting for the condition on {kind.plural}/{name}", file=sys.stderr)
                 return 1
-            w = store.watch(kind.model, scope, obj.metadata.resource_version,
-                            field_selector=f"metadata.name={name}")
+            try:
+                w = store.watch(kind.model, scope, obj.metadata.resource_version,
+                                field_selector=f"metadata.name={name}")
+            except Gone:  # the object is older than the watch history: any change will do
+                w = store.watch(kind.model, scope, None, field_selector=f"metadata.name={name}")
+                w.next(timeout=1.0)  # the synthetic ADDED of the current state
             try:
                 w.next(timeout=min(left, 5.0))
             except Gone:
@@ -352,8 +399,9 @@ def cmd_version(args: argparse.Namespace) -> int:
 
         info = HTTPStore(server_url(args), token=args.token or os.environ.get("MLPLANE_TOKEN")).version()
         print(f"Server Version: {info.get('gitVersion', '?')}")
-    except Exception as e:
-        print(f"Server Version: unreachable ({e})")
+    except (ConnectionError, TimeoutError, ApiError) as e:
+        print(f"error: {getattr(e, 'message', e)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -432,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("-l", "--selector")
     xp.add_argument("--all", action="store_true")
     xp.add_argument("--ignore-not-found", action="store_true")
+    xp.add_argument("--grace-period", type=int, default=-1, metavar="SECONDS",
+                    help="seconds a running pod gets to stop (default: its terminationGracePeriodSeconds)")
+    xp.add_argument("--force", action="store_true", help="remove pods at once, without waiting for them to stop")
     xp.add_argument("--cascade", dest="cascade_policy", default="background", type=lambda v: {
         "background": "Background", "foreground": "Foreground", "orphan": "Orphan"}.get(v, v),
         help="background (default), foreground or orphan")
@@ -469,8 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as e:
         print(f"Error from server ({e.reason}): {e.message}", file=sys.stderr)
         return 1
-    except ConnectionError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConnectionError, TimeoutError) as e:
+        print(f"error: {e or 'the API server did not answer in time'}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

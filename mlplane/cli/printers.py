@@ -14,6 +14,7 @@ import yaml
 
 from mlplane.api.batch import Job
 from mlplane.api.core import Event, Namespace, Node, Pod
+from mlplane.api.kueue import Workload
 from mlplane.api.meta import Object, find_condition, is_true, parse_time
 from mlplane.api.registry import Kind
 
@@ -139,6 +140,17 @@ def _info(node: Node, attr: str) -> str:
     return (getattr(info, attr) if info else None) or "<none>"
 
 
+# --- Kueue kinds: the printcolumns of kubernetes-sigs/kueue:apis/kueue/v1beta2/*_types.go --------
+
+def _condition_status(wl: Workload, type_: str) -> str:
+    c = find_condition(wl.status.conditions, type_)
+    return c.status if c else ""
+
+
+def _reserved_in(wl: Workload) -> str:
+    return wl.status.admission.cluster_queue if wl.status.admission else ""
+
+
 # --- Events --------------------------------------------------------------------------------
 
 def _event_object(ev: Event) -> str:
@@ -165,6 +177,18 @@ COLUMNS: dict[str, list[tuple[str, Cell, bool]]] = {
              ("CONTAINER-RUNTIME", lambda n: _info(n, "container_runtime_version"), True)],
     "Namespace": [("STATUS", lambda n: (n.status.phase if n.status else None) or "Active", False),
                   ("AGE", age, False)],
+    "ClusterQueue": [("COHORT", lambda cq: cq.spec.cohort_name or "", False),
+                     ("STRATEGY", lambda cq: cq.spec.queueing_strategy, True),
+                     ("PENDING WORKLOADS", lambda cq: str(cq.status.pending_workloads), False),
+                     ("ADMITTED WORKLOADS", lambda cq: str(cq.status.admitted_workloads), True)],
+    "LocalQueue": [("CLUSTERQUEUE", lambda lq: lq.spec.cluster_queue, False),
+                   ("PENDING WORKLOADS", lambda lq: str(lq.status.pending_workloads), False),
+                   ("ADMITTED WORKLOADS", lambda lq: str(lq.status.admitted_workloads), False)],
+    "Workload": [("QUEUE", lambda wl: wl.spec.queue_name or "", False), ("RESERVED IN", _reserved_in, False),
+                 ("ADMITTED", lambda wl: _condition_status(wl, "Admitted"), False),
+                 ("FINISHED", lambda wl: _condition_status(wl, "Finished"), False), ("AGE", age, False)],
+    "WorkloadPriorityClass": [("VALUE", lambda pc: str(pc.value), False)],
+    "ResourceFlavor": [("AGE", age, False)],
 }
 
 # Events list without a NAME column, newest last, as `kubectl get events` does.

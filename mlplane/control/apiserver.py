@@ -20,6 +20,7 @@ import ipaddress
 import json
 import logging
 import platform
+import re
 import select
 import socket
 import sys
@@ -32,7 +33,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mlplane import __version__
 from mlplane.api.core import Pod
-from mlplane.api.errors import ApiError, BadRequest, Invalid, MethodNotAllowed, NotFound, Unauthorized
+from mlplane.api.errors import (ApiError, BadRequest, Invalid, MethodNotAllowed, NotFound, RequestEntityTooLarge,
+                                RequestHeaderFieldsTooLarge, Unauthorized, UnsupportedMediaType)
 from mlplane.api.meta import Object
 from mlplane.api.registry import REGISTRY, Kind
 from mlplane.control.node.logs import find_log
@@ -46,18 +48,6 @@ _LOG_POLL = 0.1  # seconds between checks for new log bytes while following
 _WATCH_BATCH = 256  # events written in one chunk when a watcher has a backlog
 _TRUE = ("true", "1")
 _MAX_HEADERS = 100
-
-
-class _PayloadTooLarge(ApiError):
-    code, reason = 413, "RequestEntityTooLarge"
-
-
-class _UnsupportedMediaType(ApiError):
-    code, reason = 415, "UnsupportedMediaType"
-
-
-class _HeadersTooLarge(ApiError):
-    code, reason = 431, "RequestHeaderFieldsTooLarge"
 
 
 @dataclass(frozen=True)
@@ -189,7 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
         for _ in range(_MAX_HEADERS + 1):
             line = self.rfile.readline(65537)
             if len(line) > 65536:
-                self._reject(_HeadersTooLarge("a request header line is longer than 64 KiB"))
+                self._reject(RequestHeaderFieldsTooLarge("a request header line is longer than 64 KiB"))
                 return False
             if line in (b"\r\n", b"\n", b""):
                 break
@@ -199,14 +189,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return False
             headers[name.strip().lower()] = value.strip()
         else:
-            self._reject(_HeadersTooLarge(f"more than {_MAX_HEADERS} request headers"))
+            self._reject(RequestHeaderFieldsTooLarge(f"more than {_MAX_HEADERS} request headers"))
             return False
         self.headers = headers
         connection = headers.get("connection", "").lower()
         self.close_connection = "close" in connection or (
             self.request_version == "HTTP/1.0" and "keep-alive" not in connection)
-        if headers.get("expect", "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return True
 
     def _reject(self, error: ApiError) -> None:
@@ -248,9 +236,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         self._streaming = False
         try:
-            body = self._read_body()
+            length = self._content_length()
             url = urlsplit(self.path)
-            self._authorize(url.path)
+            try:
+                self._authorize(url.path)
+            except Unauthorized:
+                self.close_connection = self.close_connection or length > 0  # its body stays unread
+                raise
+            body = self._read_body(length)
             if url.path in ("/healthz", "/version"):
                 if method != "GET":
                     raise MethodNotAllowed(f"{method} is not supported on {url.path}")
@@ -277,19 +270,34 @@ class _Handler(BaseHTTPRequestHandler):
                 error = ApiError(f"internal error: {type(e).__name__}: {e}")
                 self._send_json(500, _status_json(error))
 
-    def _read_body(self) -> bytes:
+    def _content_length(self) -> int:
+        """The declared body size, checked before any of the body is read (or asked for)."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             self.close_connection = True
             raise BadRequest("chunked request bodies are not supported: send Content-Length")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.close_connection = True
-            raise BadRequest(f"invalid Content-Length {self.headers.get('Content-Length')!r}") from None
+        value = self.headers.get("Content-Length")
+        if value is None:
+            return 0
+        if not (value.isascii() and value.isdigit()):  # RFC 9110: 1*DIGIT, so no sign, space or "_"
+            self.close_connection = True  # where this body ends, and so the next request starts, is unknown
+            raise BadRequest(f"invalid Content-Length {value!r}: expected a whole number of bytes")
+        length = int(value)
         if length > MAX_BODY:
             self.close_connection = True  # the unread body would be taken for the next request
-            raise _PayloadTooLarge(f"the request body is {length} bytes; the limit is {MAX_BODY}")
-        return self.rfile.read(length) if length > 0 else b""
+            raise RequestEntityTooLarge(f"the request body is {length} bytes; the limit is {MAX_BODY}")
+        return length
+
+    def _read_body(self, length: int) -> bytes:
+        """Read the body, first telling a client that waits for it (Expect: 100-continue) to send it."""
+        if length == 0:
+            return b""
+        if self.headers.get("Expect", "").lower() == "100-continue" and self.request_version == "HTTP/1.1":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = self.rfile.read(length)
+        if len(body) < length:
+            self.close_connection = True
+            raise BadRequest(f"the request body ended after {len(body)} of its {length} bytes")
+        return body
 
     def _authorize(self, path: str) -> None:
         token = self.api.token
@@ -424,8 +432,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise MethodNotAllowed(f"PATCH is not supported on {self._what(route)}")
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type not in ("application/merge-patch+json", "application/json"):
-            raise _UnsupportedMediaType(f"the patch type {content_type or '(none)'!r} is not supported: use "
-                                        "application/merge-patch+json")
+            raise UnsupportedMediaType(f"the patch type {content_type or '(none)'!r} is not supported: use "
+                                       "application/merge-patch+json")
         patch = self._json(body)
         if not isinstance(patch, dict):
             raise BadRequest(f"a merge patch must be a JSON object, got {type(patch).__name__}")
@@ -435,14 +443,25 @@ class _Handler(BaseHTTPRequestHandler):
     def _delete(self, route: _Route, query: dict, body: bytes) -> None:
         if route.name is None or route.subresource is not None:
             raise MethodNotAllowed(f"DELETE is not supported on {self._what(route)}")
-        propagation = query.get("propagationPolicy")
-        if propagation is None and body:
+        # DeleteOptions come from the body when there is one, else from the query parameters
+        # (staging/src/k8s.io/apiserver/pkg/endpoints/handlers/delete.go).
+        if body:
             options = self._json(body)
             if not isinstance(options, dict):
                 raise BadRequest("the request body must be a DeleteOptions object")
-            propagation = options.get("propagationPolicy")
+            propagation, grace = options.get("propagationPolicy"), options.get("gracePeriodSeconds")
+            if propagation is not None and not isinstance(propagation, str):
+                raise BadRequest(f"DeleteOptions.propagationPolicy: expected a string, got {propagation!r}")
+            if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool)):
+                raise BadRequest(f"DeleteOptions.gracePeriodSeconds: expected a whole number of seconds, "
+                                 f"got {grace!r}")
+        else:
+            propagation, text = query.get("propagationPolicy"), query.get("gracePeriodSeconds")
+            if text is not None and not re.fullmatch(r"[+-]?[0-9]+", text):
+                raise BadRequest(f"invalid gracePeriodSeconds {text!r}: expected a whole number of seconds")
+            grace = None if text is None else int(text)
         self._send_object(200, self.api.store.delete(route.kind.model, route.namespace, route.name,
-                                                     propagation or "Background"))
+                                                     propagation or "Background", grace_period_seconds=grace))
 
     @staticmethod
     def _what(route: _Route) -> str:
@@ -484,16 +503,19 @@ class _Handler(BaseHTTPRequestHandler):
             wait = _IDLE_POLL if deadline is None else min(_IDLE_POLL, deadline - time.monotonic())
             if wait <= 0:
                 return
+            lines: list[str] = []
             try:
                 item = watcher.next_raw(wait)
-                lines = []
                 while item is not None and item[0]:
                     lines.append(f'{{"type":"{item[0]}","object":{item[1]}}}\n')
                     if len(lines) == _WATCH_BATCH:
                         break
                     item = watcher.next_raw(0)
-            except ApiError as e:  # the stream cannot continue: tell the client why, as Kubernetes does
-                self._write_chunk(f'{{"type":"ERROR","object":{json.dumps(e.to_status())}}}\n'.encode())
+            except ApiError as e:
+                # The watch cannot go on (Gone: this reader fell too far behind): send what came
+                # before, then say why, as the Kubernetes API server does; the client lists again.
+                lines.append(f'{{"type":"ERROR","object":{json.dumps(e.to_status())}}}\n')
+                self._write_chunk("".join(lines).encode())
                 return
             if lines:
                 self._write_chunk("".join(lines).encode())

@@ -47,6 +47,8 @@ REASON_SCHEDULER_ERROR = "SchedulerError"
 REASON_SCHEDULING_GATED = "SchedulingGated"
 # The message the API server writes on a pod created with scheduling gates (pkg/registry/core/pod).
 GATED_MESSAGE = "Scheduling is blocked due to non-empty scheduling gates"
+LOOP_ERROR_BACKOFF = 0.05  # seconds before the scheduling loop goes on after an error, doubling ...
+LOOP_ERROR_BACKOFF_MAX = 5.0  # ... up to this while errors repeat
 
 
 class DefaultBinder:
@@ -173,29 +175,48 @@ class Scheduler:
 
     # -- the scheduling loop (one thread) ---------------------------------------------------------
     def _run(self) -> None:
+        # Whatever a cycle raises (a plugin, a bug) is logged and the loop goes on: this is the only
+        # scheduling thread. An error that repeats backs off, so it cannot spin the CPU.
+        failures = 0
         while True:
-            with self._cv:
-                while True:
-                    if self._stopping:
+            try:
+                if not self._run_once():
+                    return
+                failures = 0
+            except Exception:
+                failures += 1
+                delay = min(LOOP_ERROR_BACKOFF * 2 ** (failures - 1), LOOP_ERROR_BACKOFF_MAX)
+                log.exception("%s: scheduling loop failed (%d in a row); going on in %.2fs", self.name, failures,
+                              delay)
+                with self._cv:
+                    if self._cv.wait_for(lambda: self._stopping, delay):
                         return
-                    now = time.monotonic()
-                    self._expire_permits(now)
-                    self._finish_waiting(now)
-                    self.queue.flush(now, self.unschedulable_timeout)
-                    queued = self.queue.pop(now)
-                    if queued is not None:
-                        break
-                    self._cv.wait(self._sleep_for(now))
-                try:
-                    result = self.framework.schedule(queued.info, self.snapshot)
-                except Exception:  # a plugin raised: nothing is held for the pod; retry after backoff
-                    log.exception("%s: scheduling %s failed", self.name, queued.key)
-                    self.snapshot.forget(queued.key)
-                    self.framework.waiting_pods.remove(queued.key)
-                    self.queue.requeue(queued.key, now, unschedulable=False)
-                    continue
-                self._handle(result, now)
-                self._finish_waiting(now)  # a Permit plugin may have released pods held earlier
+
+    def _run_once(self) -> bool:
+        """Wait for a pod that is ready and run one scheduling cycle on it; False once stopping."""
+        with self._cv:
+            while True:
+                if self._stopping:
+                    return False
+                now = time.monotonic()
+                self._expire_permits(now)
+                self._finish_waiting(now)
+                self.queue.flush(now, self.unschedulable_timeout)
+                queued = self.queue.pop(now)
+                if queued is not None:
+                    break
+                self._cv.wait(self._sleep_for(now))
+            try:
+                result = self.framework.schedule(queued.info, self.snapshot)
+            except Exception:  # a plugin raised: nothing is held for the pod; retry after backoff
+                log.exception("%s: scheduling %s failed", self.name, queued.key)
+                self.snapshot.forget(queued.key)
+                self.framework.waiting_pods.remove(queued.key)
+                self.queue.requeue(queued.key, now, unschedulable=False)
+                return True
+            self._handle(result, now)
+            self._finish_waiting(now)  # a Permit plugin may have released pods held earlier
+            return True
 
     def _sleep_for(self, now: float) -> float | None:
         wakeups = [t for t in (self.queue.next_ready(), self.queue.next_flush(self.unschedulable_timeout),

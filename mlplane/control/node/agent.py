@@ -18,7 +18,12 @@ Upstream behaviour followed here, by source:
 - restarts: the kubelet's CrashLoopBackOff, base * 2^(n-1) capped at 5 minutes and reset after
   a container ran 10 minutes (https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/
   #container-restarts); messages as in pkg/kubelet/kuberuntime/kuberuntime_container.go;
-- activeDeadlineSeconds: pkg/kubelet/active_deadline.go (reason DeadlineExceeded).
+- activeDeadlineSeconds: pkg/kubelet/active_deadline.go (reason DeadlineExceeded);
+- graceful deletion (https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/
+  #pod-termination): a pod with deletionTimestamp gets SIGTERM, SIGKILL after its
+  deletionGracePeriodSeconds, a last status, and then a delete with grace period 0 that removes it
+  (pkg/kubelet/status/status_manager.go); its logs stay readable until then. A pod removed
+  outright (a forced delete) has its processes killed at once.
 """
 
 from __future__ import annotations
@@ -319,9 +324,18 @@ class NodeAgent:
             return None
         rec = self._record_for(pod)
         if rec is None:
+            if pod.metadata.deletion_timestamp:
+                self._confirm_deletion(pod)  # nothing of it runs here
             return None
         rec.last_seen = pod
         requeue = self._sync_pod(pod, rec)
+        if pod.metadata.deletion_timestamp:
+            with rec.lock:
+                stopped = not rec.live()
+            if stopped:
+                self._write_final_status(rec)
+                self._confirm_deletion(pod)
+            return None
         self._write_status(rec)
         return requeue
 
@@ -337,10 +351,11 @@ class NodeAgent:
             return rec
 
     def _retire(self, rec: PodRecord) -> None:
-        """The pod is gone from the store: stop its processes, then forget it and remove its files."""
+        """The pod is gone from the store (deleted with no grace period, or while no agent ran): kill
+        its processes at once, then forget it and remove its files."""
         with rec.lock:
             if rec.live():
-                self._terminate(rec, rec.last_seen)
+                self._terminate(rec, rec.last_seen, 0)
                 return
             rec.removed = True
         shutil.rmtree(rec.folder, ignore_errors=True)
@@ -355,8 +370,12 @@ class NodeAgent:
         return start.timestamp() + pod.spec.active_deadline_seconds if start else None
 
     def _sync_pod(self, pod: Pod, rec: PodRecord) -> Requeue | None:
-        if pod.metadata.deletion_timestamp or pod.terminal or rec.terminating or rec.deadline_exceeded:
-            self._terminate(rec, pod)
+        if pod.metadata.deletion_timestamp:
+            grace = pod.metadata.deletion_grace_period_seconds
+            self._terminate(rec, pod, rec.grace if grace is None else min(GRACE_CAP, grace))
+            return None
+        if pod.terminal or rec.terminating or rec.deadline_exceeded:
+            self._terminate(rec, pod, rec.grace)
             return None
         deadline = self._deadline(pod, rec)
         if deadline is not None and time.time() >= deadline:
@@ -364,7 +383,7 @@ class NodeAgent:
                 rec.deadline_exceeded = True
                 rec.save()
             self.recorder.normal(pod, "DeadlineExceeded", DEADLINE_MESSAGE)
-            self._terminate(rec, pod)
+            self._terminate(rec, pod, rec.grace)
             return None
         wake = [deadline] if deadline is not None else []
         for container in pod.spec.containers:
@@ -427,7 +446,13 @@ class NodeAgent:
             self._start_failed(pod, rec, c, name, f"failed to start container process: {e}")
             return
         c.attempt = attempt
-        rec.save()
+        try:
+            rec.save()  # before the command runs: an agent killed from here on leaves a record to adopt
+        except BaseException:
+            c.attempt = None
+            attempt.abandon()
+            raise
+        attempt.release()
         self._helper(self._wait_own, rec, name, attempt, name=f"wait-{attempt.pid}")
         log.info("node agent: started %s container %s (pid %d)", rec.key, name, attempt.pid)
         self.recorder.normal(pod, "Created", f"Created container: {name}")
@@ -441,24 +466,31 @@ class NodeAgent:
         log.info("node agent: %s container %s cannot start: %s", rec.key, name, message)
         self.recorder.warning(pod, "Failed", f"Error: {message}")
 
-    def _terminate(self, rec: PodRecord, pod: Pod | None) -> None:
-        """Stop every running container of the pod: SIGTERM, then SIGKILL after the grace period."""
+    def _terminate(self, rec: PodRecord, pod: Pod | None, grace: float) -> None:
+        """Stop every running container of the pod: SIGTERM, then SIGKILL after ``grace`` seconds
+        (at once when 0, even while an earlier, longer grace period runs)."""
         with rec.lock:
             rec.terminating = True
             live = [(name, c.attempt) for name, c in rec.containers.items() if c.running]
-            if not live or (rec.killer is not None and rec.killer.is_alive()):
+            if not live:
                 return
-            rec.killer = self._helper(self._kill, rec, [a for _, a in live], name=f"kill-{rec.name}")
+            if grace <= 0:
+                for _, a in live:
+                    a.signal_group(signal.SIGKILL)
+            if rec.killer is not None and rec.killer.is_alive():
+                return
+            rec.killer = self._helper(self._kill, rec, [a for _, a in live], grace, name=f"kill-{rec.name}")
         if pod is not None:
             for name, _ in live:
                 self.recorder.normal(pod, "Killing", f"Stopping container {name}")
 
-    def _kill(self, rec: PodRecord, attempts: list[Attempt]) -> None:
-        for a in attempts:
-            a.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + rec.grace
-        for a in attempts:
-            a.exited.wait(max(0.0, deadline - time.monotonic()))
+    def _kill(self, rec: PodRecord, attempts: list[Attempt], grace: float) -> None:
+        if grace > 0:
+            for a in attempts:
+                a.signal_group(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for a in attempts:
+                a.exited.wait(max(0.0, deadline - time.monotonic()))
         for a in attempts:
             if not a.exited.is_set():
                 a.signal_group(signal.SIGKILL)
@@ -466,7 +498,25 @@ class NodeAgent:
             a.exited.wait(5)
         self.controller.queue.add(rec.key)
 
+    def _confirm_deletion(self, pod: Pod) -> None:
+        """Every process of the deleted pod has stopped: finish its graceful deletion, as the kubelet's
+        status manager does (pkg/kubelet/status/status_manager.go: delete with grace period 0)."""
+        try:
+            if self.store.get(Pod, pod.namespace, pod.name).uid != pod.uid:
+                return  # gone already, and the name taken again
+            self.store.delete(Pod, pod.namespace, pod.name, grace_period_seconds=0)
+        except NotFound:
+            return
+        log.info("node agent: %s (uid %s) stopped; confirmed its deletion", pod.key, pod.uid)
+
     # -- status ----------------------------------------------------------------------------------
+    def _write_final_status(self, rec: PodRecord) -> None:
+        """The last status of a deleted pod; best effort, as the pod is about to go."""
+        try:
+            self._write_status(rec)
+        except Exception as e:
+            log.warning("node agent: could not write the final status of %s: %s", rec.key, e)
+
     def _write_status(self, rec: PodRecord) -> None:
         """Write the pod's status from the record, re-reading the pod after a Conflict."""
         for _ in range(10):

@@ -9,7 +9,10 @@ How a container becomes a process
 
 The shim
     Each container runs under ``/bin/sh -c SHIM mlplane-shim EXIT_FILE ARGV...``, in a session of
-    its own (so the process group is the container). The shim runs ``(exec "$@")`` and writes the
+    its own (so the process group is the container). The shim first waits for "go" on its stdin,
+    which the agent sends once the process's pid is saved in the pod's record: an agent killed in
+    between closes the pipe by dying, and the shim then exits without running anything, so no
+    container ever runs unrecorded. The shim then runs ``(exec "$@")`` and writes the
     exit status to EXIT_FILE, so the status survives an agent that is not there to ``wait()`` for
     it. Safe with any argv: the script is a constant and every user string arrives as a
     positional parameter; ``"$@"`` hands each one to ``exec`` as one argument, never re-parsed
@@ -41,8 +44,8 @@ from mlplane.api.core import Container, ContainerStateTerminated, Pod
 from mlplane.api.meta import now
 
 SHELL = "/bin/sh"
-SHIM = ('exit_file=$1; shift; trap : HUP INT QUIT TERM; exec 3>&2 2>/dev/null; '
-        '(exec "$@" 2>&3 3>&-); echo $? > "$exit_file"')
+SHIM = ('exit_file=$1; shift; IFS= read -r go && [ "$go" = go ] || exit 0; exec </dev/null; '
+        'trap : HUP INT QUIT TERM; exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); echo $? > "$exit_file"')
 POD_IP = "127.0.0.1"
 STATE_FILE = "state.json"
 
@@ -239,6 +242,26 @@ class Attempt:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def release(self) -> None:
+        """Let the process run its command (``spawn`` holds it until its record is saved)."""
+        self._close_gate(b"go\n")
+
+    def abandon(self) -> None:
+        """End a process still held by ``spawn`` without running its command, and reap it."""
+        self._close_gate(b"")
+        if self.popen is not None:
+            self.popen.wait()
+
+    def _close_gate(self, data: bytes) -> None:
+        gate = self.popen.stdin if self.popen is not None else None
+        if gate is None or gate.closed:
+            return
+        try:
+            gate.write(data)
+            gate.close()
+        except BrokenPipeError:
+            pass  # the shim is gone already: its waiter records how it ended
+
     def result(self) -> ContainerStateTerminated:
         """How the process ended: the shim's record, else the shim's own wait status, else the signal
         this agent sent, else unknown (the process vanished with no record)."""
@@ -265,12 +288,13 @@ class Attempt:
 
 
 def spawn(argv: list[str], env: dict[str, str], cwd: str, log_path: Path, exit_file: Path) -> Attempt:
-    """Start argv under the shim in a new session, stdout and stderr appended to log_path."""
+    """Start the shim for argv in a new session, stdout and stderr appended to log_path. The shim
+    waits: ``release()`` runs argv (once its pid is recorded), ``abandon()`` ends it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     exit_file.unlink(missing_ok=True)
     with open(log_path, "ab") as log:
         popen = subprocess.Popen([SHELL, "-c", SHIM, "mlplane-shim", str(exit_file), *argv],
-                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
                                  cwd=cwd, start_new_session=True)
     # Not reaped before someone waits for it, so /proc/PID/stat is there even if it exited already.
     return Attempt(pid=popen.pid, ticks=start_ticks(popen.pid) or 0, started_at=now(), exit_file=exit_file,

@@ -1,8 +1,13 @@
 """A work queue of keys, as client-go's: de-duplicating, one worker per key at a time, delayed adds,
-and per-key exponential backoff. Workers block on a condition variable; nothing ever polls."""
+and per-key exponential backoff. Workers block on a condition variable; nothing ever polls.
+
+Delayed adds follow client-go's delaying queue (util/workqueue/delaying_queue.go): a key waits at
+most once; adding it again with an earlier time brings it forward, a later time changes nothing.
+"""
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import threading
@@ -14,10 +19,13 @@ class WorkQueue:
         self.name = name
         self.base_delay, self.max_delay = base_delay, max_delay
         self._cv = threading.Condition()
-        self._queue: list[str] = []  # FIFO of keys ready to process
+        self._queue: collections.deque[str] = collections.deque()  # FIFO of keys ready to process
         self._dirty: set[str] = set()  # keys queued (or to re-queue once processing ends)
         self._processing: set[str] = set()
-        self._waiting: list[tuple[float, int, str]] = []  # (ready_at, seq, key) heap for add_after
+        # Delayed keys: when each is due, and a heap of (ready_at, seq, key) in which an entry whose
+        # time is no longer the key's due time is stale (the key was brought forward) and skipped.
+        self._ready_at: dict[str, float] = {}
+        self._waiting: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._failures: dict[str, int] = {}
         self._shutdown = False
@@ -41,7 +49,12 @@ class WorkQueue:
         with self._cv:
             if self._shutdown:
                 return
-            heapq.heappush(self._waiting, (time.monotonic() + delay, next(self._seq), key))
+            ready_at = time.monotonic() + delay
+            pending = self._ready_at.get(key)
+            if pending is not None and pending <= ready_at:
+                return  # already due no later than that
+            self._ready_at[key] = ready_at
+            heapq.heappush(self._waiting, (ready_at, next(self._seq), key))
             self._cv.notify()
 
     def add_rate_limited(self, key: str) -> float:
@@ -69,7 +82,7 @@ class WorkQueue:
             while True:
                 self._promote_locked()
                 if self._queue:
-                    key = self._queue.pop(0)
+                    key = self._queue.popleft()
                     self._dirty.discard(key)
                     self._processing.add(key)
                     return key
@@ -88,8 +101,10 @@ class WorkQueue:
     def _promote_locked(self) -> None:
         now = time.monotonic()
         while self._waiting and self._waiting[0][0] <= now:
-            _, _, key = heapq.heappop(self._waiting)
-            self._add_locked(key)
+            ready_at, _, key = heapq.heappop(self._waiting)
+            if self._ready_at.get(key) == ready_at:
+                del self._ready_at[key]
+                self._add_locked(key)
 
     def done(self, key: str) -> None:
         with self._cv:

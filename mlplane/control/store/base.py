@@ -24,6 +24,17 @@ class ListResult:
     resource_version: str = "0"
 
 
+class WatchIterMixin:
+    """``for event in watch`` until the watch ends, for any class with ``next()``."""
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        while True:
+            event = self.next()  # type: ignore[attr-defined]
+            if event is None:
+                return
+            yield event
+
+
 class Watch(Protocol):
     """A stream of events in resourceVersion order. Iterating blocks; ``stop()`` ends it from any thread.
 
@@ -63,8 +74,14 @@ class Store(Protocol):
         """Apply a JSON merge patch (RFC 7386) to the object, or to its status with subresource="status"."""
 
     def delete(self, model: type[T], namespace: str | None, name: str,
-               propagation: str = "Background") -> T:
-        """Delete, honouring finalizers; dependents (ownerReferences) are deleted too unless "Orphan"."""
+               propagation: str = "Background", grace_period_seconds: int | None = None) -> T:
+        """Delete as Kubernetes does; returns the object as it is now.
+
+        Finalizers are honoured; dependents (ownerReferences) are deleted too ("Background", or
+        before the owner with "Foreground"), or keep running without it ("Orphan"). A pod bound to
+        a node is deleted gracefully: it gets deletionTimestamp and stays until its node agent has
+        stopped it and deletes it again with grace_period_seconds=0 (0 at once forces it).
+        """
 
     def bind(self, namespace: str, name: str, node_name: str) -> Object:
         """Assign a pod to a node (the pods/binding subresource): sets spec.nodeName and PodScheduled."""

@@ -23,13 +23,11 @@ import sqlite3
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Iterator
-
 from mlplane.api.errors import AlreadyExists, BadRequest, Conflict, Gone, Invalid, NotFound
 from mlplane.api.meta import Object, now, set_condition
 from mlplane.api.registry import REGISTRY, Kind
 from mlplane.api.selectors import Selector, parse_field_selector, parse_label_selector
-from mlplane.control.store.base import ListResult, WatchEvent, merge_patch
+from mlplane.control.store.base import ListResult, WatchEvent, WatchIterMixin, merge_patch
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +49,7 @@ _UPSERT = [_upsert(n) for n in range(1, 65)]
 # Kinds whose status is kept when a client creates an object (a node agent registers its Node
 # with status); for the others, as in Kubernetes, create starts from an empty status.
 _KEEP_STATUS_ON_CREATE = {"Node", "Event", "Namespace"}
+FOREGROUND = "foregroundDeletion"  # the finalizer of an owner waiting for its dependents to go
 
 
 @dataclass(eq=False, slots=True)
@@ -68,6 +67,7 @@ class _Entry:
     owners: tuple[str, ...]
     finalizers: bool
     deleting: bool
+    grace: int  # deletionGracePeriodSeconds still to wait for (a pod's node agent confirms with 0)
 
     @classmethod
     def of(cls, kind: Kind, obj: Object, rv: int) -> "_Entry":
@@ -77,7 +77,7 @@ class _Entry:
         return cls(kind, obj.to_json(), rv, meta.namespace or "", meta.name or "", meta.uid or "",
                    dict(meta.labels or {}), kind.field_values(obj),
                    tuple(r.uid for r in meta.owner_references or ()), bool(meta.finalizers),
-                   bool(meta.deletion_timestamp))
+                   bool(meta.deletion_timestamp), meta.deletion_grace_period_seconds or 0)
 
     def decode(self) -> Object:
         return self.kind.decode_json(self.json)
@@ -105,10 +105,11 @@ class _Ticket:
         self.error: BaseException | None = None
 
 
-class _Watcher:
-    """One watch: filters changes and hands them over through a queue."""
+class _Watcher(WatchIterMixin):
+    """One watch: filters changes and hands them over through a bounded buffer."""
 
     _END = object()
+    MAX_BUFFERED = 20_000  # a reader this far behind is cut off with Gone, as the API server does
 
     def __init__(self, store: "EmbeddedStore", kind: Kind, namespace: str | None, labels: Selector,
                  fields, from_rv: int):
@@ -116,61 +117,62 @@ class _Watcher:
         self.labels, self.fields, self.from_rv = labels, fields, from_rv
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stopped = False
+        self.error: Gone | None = None
 
     def _matches(self, entry: _Entry | None) -> bool:
         return (entry is not None and (self.namespace is None or entry.namespace == self.namespace)
                 and self.labels.matches(entry.labels) and self.fields.matches(entry.fields))
 
     def offer(self, change: _Change) -> None:
-        if change.entry.kind is not self.kind or change.rv <= self.from_rv:
+        if change.entry.kind is not self.kind or change.rv <= self.from_rv or self.error is not None:
             return
         now_match = self._matches(change.entry)
         if change.type == "DELETED":
-            if now_match:
-                self.queue.put(("DELETED", change.entry))
+            type_ = "DELETED" if now_match else None
+        else:
+            was_match = change.old is not None and self._matches(change.old)
+            # An object that leaves the selector is, to this watcher, deleted.
+            type_ = ("MODIFIED" if was_match else "ADDED") if now_match else "DELETED" if was_match else None
+        if type_ is None:
             return
-        was_match = change.old is not None and self._matches(change.old)
-        if now_match:
-            self.queue.put(("MODIFIED" if was_match else "ADDED", change.entry))
-        elif was_match:  # left the selector: to this watcher the object is gone
-            self.queue.put(("DELETED", change.entry))
+        if self.queue.qsize() >= self.MAX_BUFFERED:
+            self.fail(Gone(f"watch of {self.kind.resource} fell {self.MAX_BUFFERED} events behind; "
+                           "list again and watch from the list's resourceVersion"))
+            return
+        self.queue.put((type_, change.entry))
+
+    def fail(self, error: Gone) -> None:
+        """End the watch with an error its reader raises (the store drops failed watchers)."""
+        self.error = error
+        self.queue.put(self._END)
 
     def end(self) -> None:
         self.queue.put(self._END)
 
+    def _take(self, timeout: float | None) -> tuple[str, _Entry] | None | bool:
+        """The next (type, entry); False after a timeout; None once the watch has ended."""
+        if self._stopped:
+            return None
+        try:
+            item = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        if item is self._END:
+            self._stopped = True
+            if self.error is not None:
+                raise self.error
+            return None
+        return item
+
     # -- the Watch protocol ------------------------------------------------------------------
     def next(self, timeout: float | None = None) -> WatchEvent | None:
-        if self._stopped:
-            return None
-        try:
-            item = self.queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if item is self._END:
-            self._stopped = True
-            return None
-        type_, entry = item
-        return WatchEvent(type_, entry.kind.decode_json(entry.json))
+        item = self._take(timeout)
+        return WatchEvent(item[0], item[1].decode()) if item else None
 
     def next_raw(self, timeout: float | None = None) -> tuple[str, str] | None:
-        """(type, object JSON) without decoding: what the HTTP watch stream writes."""
-        if self._stopped:
-            return None
-        try:
-            item = self.queue.get(timeout=timeout)
-        except queue.Empty:
-            return ("", "")
-        if item is self._END:
-            self._stopped = True
-            return None
-        return item[0], item[1].json
-
-    def __iter__(self) -> Iterator[WatchEvent]:
-        while True:
-            event = self.next()
-            if event is None:
-                return
-            yield event
+        """(type, object JSON) without decoding, for the HTTP watch stream; ("", "") after a timeout."""
+        item = self._take(timeout)
+        return None if item is None else ("", "") if item is False else (item[0], item[1].json)
 
     def stop(self) -> None:
         if not self._stopped:
@@ -195,6 +197,7 @@ class EmbeddedStore:
         self._lock = threading.RLock()
         self._objects: dict[Kind, dict[tuple[str, str], _Entry]] = {k: {} for k in REGISTRY.kinds}
         self._dependents: dict[str, set[tuple[Kind, str, str]]] = collections.defaultdict(set)
+        self._by_uid: dict[str, _Entry] = {}
         self._rv = 0
         self._pending: list[tuple[_Change, _Ticket | None]] = []
         self._cv = threading.Condition(threading.Lock())
@@ -229,6 +232,7 @@ class EmbeddedStore:
                 continue
             entry = _Entry.of(kind, kind.decode_json(data), rv)
             self._objects.setdefault(kind, {})[(entry.namespace, entry.name)] = entry
+            self._by_uid[entry.uid] = entry
             self._index_owners(entry, add=True)
             self._rv = max(self._rv, rv)
         self._db = db
@@ -245,9 +249,13 @@ class EmbeddedStore:
             if self._db is not None:
                 try:
                     self._persist([c for c, _ in batch])
-                except BaseException as e:  # disk full, I/O error: fail these writers and all after
-                    log.exception("store: commit failed")
+                except BaseException as e:  # disk full, I/O error: the store stops serving (fail-stop)
+                    log.exception("store: commit failed; refusing further reads and writes")
                     self._failed = error = e
+                    with self._watch_lock:
+                        for w in self._watchers:
+                            w.fail(Gone(f"the store failed to commit ({e}); restart it"))
+                        self._watchers.clear()
             if error is None:
                 self._publish([c for c, _ in batch])
             for _, ticket in batch:
@@ -290,6 +298,8 @@ class EmbeddedStore:
                 self._history.append(c)
                 for w in self._watchers:
                     w.offer(c)
+            if any(w.error is not None for w in self._watchers):
+                self._watchers = [w for w in self._watchers if w.error is None]
 
     # -- write helpers (call with self._lock held) ---------------------------------------------
     def _next_rv(self) -> int:
@@ -326,51 +336,88 @@ class EmbeddedStore:
         if old is not None:
             self._index_owners(old, add=False)
         self._objects[kind][(entry.namespace, entry.name)] = entry
+        self._by_uid[entry.uid] = entry
         self._index_owners(entry, add=True)
         changes.append(_Change("ADDED" if old is None else "MODIFIED", entry, old))
         return entry
 
-    def _remove(self, entry: _Entry, changes: list[_Change], propagation: str) -> _Entry:
+    def _remove(self, entry: _Entry, changes: list[_Change]) -> _Entry:
+        """Remove the object now; its dependents are deleted in turn (background propagation)."""
         del self._objects[entry.kind][(entry.namespace, entry.name)]
+        self._by_uid.pop(entry.uid, None)
         self._index_owners(entry, add=False)
-        obj = entry.kind.decode_json(entry.json)
-        final = _Entry.of(entry.kind, obj, self._next_rv())
+        final = _Entry.of(entry.kind, entry.decode(), self._next_rv())
         changes.append(_Change("DELETED", final, entry))
-        self._cascade(entry, changes, propagation)
-        return final
-
-    def _cascade(self, entry: _Entry, changes: list[_Change], propagation: str) -> None:
-        uid = entry.uid
-        for kind, ns, name in sorted(self._dependents.get(uid, ()), key=lambda t: (t[0].resource, t[1], t[2])):
-            dep = self._objects[kind].get((ns, name))
-            if dep is None:
-                continue
-            if propagation == "Orphan":
-                obj = kind.decode_json(dep.json)
-                obj.metadata.owner_references = [r for r in obj.metadata.owner_references or []
-                                                 if r.uid != uid] or None
-                self._put(kind, obj, dep, changes)
-            else:
-                self._delete_entry(dep, changes, "Background")
+        for dep in self._dependents_of(entry):
+            self._delete_entry(dep, changes, "Background")
         if entry.kind.kind == "Namespace":
             for kind, objects in self._objects.items():
                 if kind.namespaced:
                     for (ns, _), dep in sorted(objects.items()):
                         if ns == entry.name:
                             self._delete_entry(dep, changes, "Background")
+        for uid in entry.owners:  # an owner deleted in the foreground waits for its last dependent
+            owner = self._by_uid.get(uid)
+            if owner is not None and owner.deleting and not self._dependents.get(uid):
+                obj = owner.decode()
+                if FOREGROUND in (obj.metadata.finalizers or []):
+                    obj.metadata.finalizers = [f for f in obj.metadata.finalizers if f != FOREGROUND] or None
+                    self._replace(owner.kind, owner, obj, changes)
+        return final
 
-    def _delete_entry(self, entry: _Entry, changes: list[_Change], propagation: str) -> None:
+    def _dependents_of(self, entry: _Entry) -> list[_Entry]:
+        keys = sorted(self._dependents.get(entry.uid, ()), key=lambda t: (t[0].resource, t[1], t[2]))
+        return [e for kind, ns, name in keys if (e := self._objects[kind].get((ns, name))) is not None]
+
+    def _grace(self, entry: _Entry, requested: int | None) -> int:
+        """Seconds a delete waits for the object's processes to stop (pods on a node), else 0."""
+        if entry.kind.graceful is None:
+            return 0
+        default = entry.kind.graceful(entry.decode())
+        if default is None:
+            return 0
+        return default if requested is None else max(0, requested)
+
+    def _delete_entry(self, entry: _Entry, changes: list[_Change], propagation: str,
+                      grace: int | None = None) -> None:
+        """Delete as the Kubernetes API server does.
+
+        The object goes at once unless something must happen first: finalizers to be removed, a
+        graceful stop to be confirmed (a pod's node agent deletes again with grace 0), or, in the
+        foreground, dependents to go first. Meanwhile it carries deletionTimestamp.
+        """
         current = self._objects[entry.kind].get((entry.namespace, entry.name))
         if current is None:
             return
-        if current.finalizers:
-            if not current.deleting:
-                obj = current.kind.decode_json(current.json)
-                obj.metadata.deletion_timestamp = now()
+        if propagation == "Orphan":  # dependents lose this owner now, whatever else has to wait
+            for dep in self._dependents_of(current):
+                obj = dep.decode()
+                obj.metadata.owner_references = [r for r in obj.metadata.owner_references or []
+                                                 if r.uid != current.uid] or None
+                self._put(dep.kind, obj, dep, changes)
+        wait = self._grace(current, grace)
+        foreground = propagation == "Foreground" and bool(self._dependents.get(current.uid))
+        if current.deleting:
+            if wait == 0 and current.grace > 0:  # the graceful stop is confirmed (or forced)
+                obj = current.decode()
                 obj.metadata.deletion_grace_period_seconds = 0
-                self._put(current.kind, obj, current, changes)
+                if obj.metadata.finalizers:
+                    self._put(current.kind, obj, current, changes)
+                else:
+                    self._remove(_Entry.of(current.kind, obj, current.rv), changes)
             return
-        self._remove(current, changes, propagation)
+        if not current.finalizers and not wait and not foreground:
+            self._remove(current, changes)
+            return
+        obj = current.decode()
+        obj.metadata.deletion_timestamp = now()
+        obj.metadata.deletion_grace_period_seconds = wait
+        if foreground:
+            obj.metadata.finalizers = [*(obj.metadata.finalizers or []), FOREGROUND]
+        self._put(current.kind, obj, current, changes)
+        if foreground:
+            for dep in self._dependents_of(current):
+                self._delete_entry(dep, changes, "Background")
 
     def _entry(self, kind: Kind, namespace: str | None, name: str) -> _Entry:
         entry = self._objects[kind].get((namespace or "" if kind.namespaced else "", name))
@@ -414,9 +461,9 @@ class EmbeddedStore:
             new.metadata.generation = (old.metadata.generation or 1) + 1
         if new.to_json() == entry.json:
             return entry  # a no-op write does not bump the resourceVersion, as in Kubernetes
-        if new.metadata.deletion_timestamp and not new.metadata.finalizers:
+        if new.metadata.deletion_timestamp and not new.metadata.finalizers and not entry.grace:
             # The last finalizer is gone from an object being deleted: the delete completes now.
-            return self._remove(_Entry.of(kind, new, entry.rv), changes, "Background")
+            return self._remove(_Entry.of(kind, new, entry.rv), changes)
         return self._put(kind, new, entry, changes)
 
     def _finish(self, changes: list[_Change]) -> None:
@@ -468,33 +515,31 @@ class EmbeddedStore:
     def get(self, model, namespace, name):
         kind = REGISTRY.of(model)
         with self._lock:
+            self._check_open()
             entry = self._entry(kind, namespace, name)
-        return kind.decode_json(entry.json)
+        return entry.decode()
 
-    def list(self, model, namespace=None, label_selector=None, field_selector=None):
+    def _select(self, model, namespace, label_selector, field_selector) -> tuple[list[_Entry], str]:
         kind = REGISTRY.of(model)
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector, kind.selectable())
         with self._lock:
+            self._check_open()
             entries = [e for (ns, _), e in self._objects[kind].items()
                        if (not namespace or ns == namespace) and labels.matches(e.labels)
                        and fields.matches(e.fields)]
             rv = self._rv
         entries.sort(key=lambda e: (e.namespace, e.name))
-        return ListResult([kind.decode_json(e.json) for e in entries], str(rv))
+        return entries, str(rv)
+
+    def list(self, model, namespace=None, label_selector=None, field_selector=None):
+        entries, rv = self._select(model, namespace, label_selector, field_selector)
+        return ListResult([e.decode() for e in entries], rv)
 
     def list_raw(self, model, namespace=None, label_selector=None, field_selector=None) -> tuple[list[str], str]:
         """Like list, but the objects' JSON text: what the HTTP server writes without decoding."""
-        kind = REGISTRY.of(model)
-        labels = parse_label_selector(label_selector)
-        fields = parse_field_selector(field_selector, kind.selectable())
-        with self._lock:
-            entries = [e for (ns, _), e in self._objects[kind].items()
-                       if (not namespace or ns == namespace) and labels.matches(e.labels)
-                       and fields.matches(e.fields)]
-            rv = self._rv
-        entries.sort(key=lambda e: (e.namespace, e.name))
-        return [e.json for e in entries], str(rv)
+        entries, rv = self._select(model, namespace, label_selector, field_selector)
+        return [e.json for e in entries], rv
 
     def update(self, obj):
         return self._update(obj, status=False)
@@ -556,7 +601,7 @@ class EmbeddedStore:
             self._wait(ticket)
         return kind.decode_json(result.json)
 
-    def delete(self, model, namespace, name, propagation="Background"):
+    def delete(self, model, namespace, name, propagation="Background", grace_period_seconds=None):
         kind = REGISTRY.of(model)
         if propagation not in ("Background", "Foreground", "Orphan"):
             raise BadRequest(f"propagationPolicy: Unsupported value: {propagation!r}: supported values: "
@@ -565,11 +610,15 @@ class EmbeddedStore:
         with self._lock:
             self._check_open()
             entry = self._entry(kind, namespace, name)
-            self._delete_entry(entry, changes, propagation)
+            self._delete_entry(entry, changes, propagation, grace_period_seconds)
+            # The object as it is now: still there while it waits (finalizers, a graceful stop), else
+            # its last state.
+            result = self._objects[kind].get((entry.namespace, entry.name)) or next(
+                c.entry for c in changes if c.type == "DELETED" and c.entry.uid == entry.uid)
             ticket = self._queue(changes) if changes else None
         if ticket:
             self._wait(ticket)
-        return kind.decode_json(changes[0].entry.json if changes else entry.json)
+        return result.decode()
 
     def bind(self, namespace, name, node_name):
         kind = REGISTRY.by_name("pods")

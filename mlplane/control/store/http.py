@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import http.client
 import json
+import re
 import socket
 import threading
 import time
@@ -22,8 +23,9 @@ from mlplane.api.core import Pod
 from mlplane.api.errors import ApiError, BadRequest, NotFound
 from mlplane.api.meta import Object
 from mlplane.api.registry import REGISTRY, Kind
-from mlplane.control.store.base import ListResult, WatchEvent
+from mlplane.control.store.base import ListResult, WatchEvent, WatchIterMixin
 
+_MAX_CHUNK_LINE = 4096  # a chunk size line (with extensions) longer than this is not a watch stream
 _STALE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, http.client.RemoteDisconnected)
 
 
@@ -196,10 +198,11 @@ class HTTPStore:
                              json.dumps(patch).encode(), "application/merge-patch+json")
         return kind.decode_json(data)
 
-    def delete(self, model, namespace, name, propagation="Background"):
+    def delete(self, model, namespace, name, propagation="Background", grace_period_seconds=None):
         kind = REGISTRY.of(model)
-        return kind.decode_json(self._request("DELETE", self._named(kind, namespace, name,
-                                                                    propagationPolicy=propagation)))
+        grace = None if grace_period_seconds is None else str(grace_period_seconds)
+        path = self._named(kind, namespace, name, propagationPolicy=propagation, gracePeriodSeconds=grace)
+        return kind.decode_json(self._request("DELETE", path))
 
     def bind(self, namespace, name, node_name):
         kind = REGISTRY.of(Pod)
@@ -285,7 +288,7 @@ class HTTPStore:
         self.close()
 
 
-class HTTPWatch:
+class HTTPWatch(WatchIterMixin):
     """A watch stream read from its own socket; ``next(timeout)`` never loses a partly read event.
 
     The chunked transfer coding is decoded incrementally, so a timeout in the middle of a chunk
@@ -354,6 +357,16 @@ class HTTPWatch:
 
     # -- incremental decoding -----------------------------------------------------------------
     def _decode(self) -> None:
+        """Turn the bytes received so far into events; ConnectionError when they are not a watch stream."""
+        try:
+            self._decode_chunks()
+        except ValueError as e:  # a bad chunk size, or a line that is not a JSON object
+            self._ended = True
+            self._close()
+            raise ConnectionError(f"the watch stream from the mlplane API server at {self._store.url} is "
+                                  f"malformed: {e}") from None
+
+    def _decode_chunks(self) -> None:
         raw = self._raw
         while raw and not self._ended:
             if self._chunk_left > 0:
@@ -366,13 +379,21 @@ class HTTPWatch:
             elif self._chunk_left == -1:
                 if len(raw) < 2:
                     break
+                if raw[:2] != b"\r\n":
+                    raise ValueError(f"a chunk is longer than its size said (next bytes {bytes(raw[:20])!r})")
                 del raw[:2]  # the CRLF after a chunk's payload
                 self._chunk_left = 0
             else:
                 end = raw.find(b"\r\n")
                 if end < 0:
+                    if len(raw) > _MAX_CHUNK_LINE:
+                        raise ValueError(f"no end to the chunk size line {bytes(raw[:40])!r}...")
                     break
-                size = int(bytes(raw[:end]).split(b";")[0], 16)
+                line = bytes(raw[:end])
+                size_text = line.split(b";")[0].strip()
+                if not re.fullmatch(rb"[0-9a-fA-F]{1,16}", size_text):
+                    raise ValueError(f"bad chunk size line {line[:40]!r}")
+                size = int(size_text, 16)
                 del raw[:end + 2]
                 if size == 0:
                     self._ended = True
@@ -382,7 +403,10 @@ class HTTPWatch:
         start = 0
         while (end := data.find(b"\n", start)) >= 0:
             if end > start:
-                self._events.append(json.loads(data[start:end]))
+                event = json.loads(data[start:end])
+                if not isinstance(event, dict):
+                    raise ValueError(f"a watch event must be a JSON object, got {bytes(data[start:end][:80])!r}")
+                self._events.append(event)
             start = end + 1
         del data[:start]
 
@@ -434,13 +458,6 @@ class HTTPWatch:
                 raise self._store._lost(ConnectionResetError("the watch stream ended without its final chunk"))
             self._raw += data
             self._decode()
-
-    def __iter__(self) -> Iterator[WatchEvent]:
-        while True:
-            event = self.next()
-            if event is None:
-                return
-            yield event
 
     def stop(self) -> None:
         with self._lock:
