@@ -405,6 +405,32 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_queue_schedule(args: argparse.Namespace) -> int:
+    """Run Kueue scheduling cycles over a file of objects: the workload plane's decision, offline.
+
+    Exit 0 with the JSON result; 2 when the input is invalid (the field is named on stderr).
+    """
+    from mlplane.policy.workload.kueue.quota import QuotaError
+    from mlplane.policy.workload.kueue.snapshot import SnapshotError, schedule
+
+    if args.cycles < 1:
+        print(f"error: --cycles must be at least 1, got {args.cycles}", file=sys.stderr)
+        return 2
+    try:
+        docs = load_paths(args.filename)
+    except ManifestError as e:
+        for line in e.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    try:
+        result = schedule([d.obj for d in docs], time.time(), cycles=args.cycles)
+    except (SnapshotError, QuotaError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mlplane.cli.demo import run_demo
 
@@ -498,6 +524,15 @@ def build_parser() -> argparse.ArgumentParser:
     vp = sub.add_parser("version", help="print client and server versions")
     client(vp, namespaced=False)
     vp.set_defaults(func=cmd_version)
+
+    qp = sub.add_parser("queue", help="debug the workload plane's decisions on a file")
+    qsub = qp.add_subparsers(dest="queue_verb", metavar="VERB", required=True)
+    qs = qsub.add_parser("schedule", help="run Kueue scheduling cycles over ResourceFlavors, ClusterQueues, "
+                                          "LocalQueues, Cohorts and Workloads from a file; print the decisions")
+    qs.add_argument("-f", "--filename", action="append", required=True, help="FILE, DIR or - (repeatable)")
+    qs.add_argument("--cycles", type=int, default=1, help="scheduling cycles to run (default 1)")
+    qs.add_argument("-o", "--output", choices=["json"], default="json", help="output format (json)")
+    qs.set_defaults(func=cmd_queue_schedule)
 
     demo = sub.add_parser("demo", help="start a throwaway control plane, run examples/, summarise, shut down")
     demo.add_argument("directory", nargs="?", default="examples")

@@ -376,7 +376,9 @@ class EmbeddedStore:
         default = entry.kind.graceful(entry.decode())
         if default is None:
             return 0
-        return default if requested is None else max(0, requested)
+        if requested is None:
+            return default
+        return 1 if requested < 0 else requested  # as the API server: a negative grace means 1 s
 
     def _delete_entry(self, entry: _Entry, changes: list[_Change], propagation: str,
                       grace: int | None = None) -> None:
@@ -664,7 +666,8 @@ class EmbeddedStore:
                 watcher = _Watcher(self, kind, namespace, labels, fields, from_rv)
                 for change in self._history:
                     watcher.offer(change)
-                self._watchers.append(watcher)
+                if watcher.error is None:  # one that overflowed while catching up only raises Gone
+                    self._watchers.append(watcher)
             return watcher
 
     def _remove_watcher(self, watcher: _Watcher) -> None:

@@ -293,8 +293,9 @@ class Scheduler:
             queue = self.queues[name]
             waiting = sorted(queue.heap, key=lambda item: item[0])
             for position, (_, wl) in enumerate(waiting):
-                why = self._last.get(wl.key) or Pending(
-                    PENDING, f"waiting in ClusterQueue {name}: {position} workload(s) ahead in the queue")
+                why = self._last.get(wl.key) or Pending(PENDING, (
+                    f"waiting in ClusterQueue {name}: {position} workload(s) ahead in the queue" if position else
+                    f"next in ClusterQueue {name}: it is tried in the next scheduling cycle"))
                 if wl.key not in self.result.preempted:
                     self.result.pending[wl.key] = why
             for key, wl in sorted(queue.inadmissible.items()):

@@ -22,6 +22,7 @@ from mlplane.api import kueue as api
 from mlplane.api.core import Namespace
 from mlplane.api.meta import LabelSelector, find_condition, is_true, parse_time
 from mlplane.api.quantity import milli
+from mlplane.api.selectors import selector_from_match
 from mlplane.policy.workload.kueue import model
 from mlplane.policy.workload.kueue.cycle import Result, schedule_workloads
 from mlplane.policy.workload.kueue.quota import FlavorResource, Quota
@@ -53,21 +54,7 @@ def _selects(selector: LabelSelector | None, labels: dict[str, str]) -> bool:
     """metav1.LabelSelectorAsSelector semantics; nil selects nothing."""
     if selector is None:
         return False
-    for k, v in (selector.match_labels or {}).items():
-        if labels.get(k) != v:
-            return False
-    for req in selector.match_expressions or []:
-        values = req.values or []
-        present = req.key in labels
-        if req.operator == "In" and not (present and labels[req.key] in values):
-            return False
-        if req.operator == "NotIn" and present and labels[req.key] in values:
-            return False
-        if req.operator == "Exists" and not present:
-            return False
-        if req.operator == "DoesNotExist" and present:
-            return False
-    return True
+    return selector_from_match(selector.match_labels, selector.match_expressions).matches(labels)
 
 
 def _toleration(t) -> model.Toleration:
