@@ -3,7 +3,7 @@ propagation (https://kubernetes.io/docs/concepts/architecture/garbage-collection
 
 import pytest
 
-from mlplane.api import Gone, Invalid, Job, NotFound, Pod
+from mlplane.api import AlreadyExists, Gone, Invalid, Job, NotFound, Pod
 from mlplane.api.meta import owner_reference
 from mlplane.control.store.embedded import EmbeddedStore
 
@@ -131,3 +131,16 @@ def test_a_failed_commit_stops_the_store_instead_of_serving_unsaved_writes(tmp_p
     assert reopened.list(Pod).items == []  # the failed write was never acknowledged, and is not there
     reopened.close()
 
+
+
+def test_create_many_is_all_or_nothing(store):
+    generated = _pod("x")
+    generated.metadata.name, generated.metadata.generate_name = None, "gen-"
+    created = store.create_many([_pod("a"), _pod("b"), generated])
+    assert [p.name for p in created][:2] == ["a", "b"] and created[2].name.startswith("gen-")
+    assert len({p.metadata.resource_version for p in created}) == 3
+    with pytest.raises(AlreadyExists):
+        store.create_many([_pod("c"), _pod("a")])
+    with pytest.raises(AlreadyExists):
+        store.create_many([_pod("d"), _pod("d")])
+    assert sorted(p.name for p in store.list(Pod, "default").items if not p.name.startswith("gen-")) == ["a", "b"]

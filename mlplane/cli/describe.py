@@ -39,7 +39,8 @@ def _events(lines: list[str], store: Store, obj: Object) -> None:
     if not events:
         lines.append("  <none>")
         return
-    events.sort(key=lambda e: e.last_timestamp or e.metadata.creation_timestamp or "")
+    events.sort(key=lambda e: (e.last_timestamp or e.metadata.creation_timestamp or "",
+                               int(e.metadata.resource_version or 0)))
     header = ["  Type", "Reason", "Age", "From", "Message"]
     rows = [header, ["  ----", "------", "----", "----", "-------"]]
     for e in events:

@@ -212,7 +212,8 @@ def table(rows: list[list[str]]) -> str:
 
 def print_table(kind: Kind, objs: list[Object], *, wide: bool = False, namespaces: bool = False) -> str:
     if kind.kind == "Event":
-        objs = sorted(objs, key=lambda e: (e.last_timestamp or e.metadata.creation_timestamp or ""))
+        objs = sorted(objs, key=lambda e: (e.last_timestamp or e.metadata.creation_timestamp or "",
+                                           int(e.metadata.resource_version or 0)))
         header = (["NAMESPACE"] if namespaces else []) + [h for h, _ in EVENT_COLUMNS]
         rows = [header] + [([o.namespace] if namespaces else []) + [f(o) for _, f in EVENT_COLUMNS]
                            for o in objs]

@@ -115,13 +115,14 @@ class JobController:
             self._release(by_name[pod_name])
         for pod_name in decision.delete:
             self._delete(job, by_name[pod_name])
-        for pod in decision.create:
-            try:
-                created = self.store.create(pod)
+        if decision.create:
+            try:  # one durable commit for the whole batch on the embedded store
+                created = self.store.create_many(decision.create)
             except ApiError as e:
                 self.recorder.warning(job, "FailedCreate", f"Error creating: {e.message}")
                 raise  # retried with the work queue's backoff, as upstream does
-            self.recorder.normal(job, "SuccessfulCreate", f"Created pod: {created.name}")
+            for pod in created:
+                self.recorder.normal(job, "SuccessfulCreate", f"Created pod: {pod.name}")
         return None if decision.requeue_after is None else Requeue(decision.requeue_after)
 
     def _release(self, pod: Pod) -> None:

@@ -58,6 +58,9 @@ class Store(Protocol):
 
     def create(self, obj: T) -> T: ...
 
+    def create_many(self, objs: list[T]) -> list[T]:
+        """Create several objects; the embedded store commits them together (all or none)."""
+
     def get(self, model: type[T], namespace: str | None, name: str) -> T: ...
 
     def list(self, model: type[T], namespace: str | None = None, label_selector: str | None = None,

@@ -474,45 +474,62 @@ class EmbeddedStore:
 
     # -- the Store interface -----------------------------------------------------------------
     def create(self, obj):
-        kind = REGISTRY.of(obj)
-        obj = self._validated(kind, obj)
-        meta = obj.metadata
-        if kind.namespaced and not meta.namespace:
-            raise BadRequest(f"{kind.kind} {meta.name!r}: metadata.namespace is required", kind=kind.plural)
-        if not kind.namespaced:
-            meta.namespace = None
+        return self.create_many([obj])[0]
+
+    def create_many(self, objs):
+        """Create several objects in one durable commit: all of them or, on any error, none."""
+        prepared = []
+        for obj in objs:
+            kind = REGISTRY.of(obj)
+            obj = self._validated(kind, obj)  # a fresh object of our own: the caller may keep it
+            if kind.namespaced and not obj.metadata.namespace:
+                raise BadRequest(f"{kind.kind} {obj.metadata.name!r}: metadata.namespace is required",
+                                 kind=kind.plural)
+            if not kind.namespaced:
+                obj.metadata.namespace = None
+            prepared.append((kind, obj))
+        if not prepared:
+            return []
         changes: list[_Change] = []
         with self._lock:
             self._check_open()
-            if not meta.name:
-                if not meta.generate_name:
-                    raise Invalid(f"{kind.kind}: metadata.name: Required value: name or generateName is required",
-                                  kind=kind.plural, causes=[("metadata.name", "Required value")])
-                while True:
-                    meta.name = meta.generate_name + secrets.token_hex(3)[:5]
-                    if (meta.namespace or "", meta.name) not in self._objects[kind]:
-                        break
-            if kind.namespaced:
-                ns = self._objects[REGISTRY.by_name("namespaces")].get(("", meta.namespace or ""))
-                if ns is None:
-                    raise NotFound(f'namespaces "{meta.namespace}" not found', kind="namespaces",
-                                   name=meta.namespace or "")
-                if ns.deleting:
-                    raise Conflict(f'{kind.resource} "{meta.name}" is forbidden: unable to create new content '
-                                   f"in namespace {meta.namespace} because it is being terminated")
-            if (meta.namespace or "", meta.name) in self._objects[kind]:
-                raise AlreadyExists(f'{kind.resource} "{meta.name}" already exists', kind=kind.plural,
-                                    name=meta.name)
-            meta.uid = str(uuid.uuid4())
-            meta.creation_timestamp = now()
-            meta.generation = 1
-            meta.deletion_timestamp = None
-            if kind.has_status and kind.kind not in _KEEP_STATUS_ON_CREATE:
-                obj.status = _empty_status(kind)
-            self._put(kind, obj, None, changes)
+            taken: set[tuple[Kind, str, str]] = set()
+            for kind, obj in prepared:  # check everything before changing anything
+                self._check_create(kind, obj.metadata, taken)
+            for kind, obj in prepared:
+                meta = obj.metadata
+                meta.uid = str(uuid.uuid4())
+                meta.creation_timestamp = now()
+                meta.generation = 1
+                meta.deletion_timestamp = None
+                if kind.has_status and kind.kind not in _KEEP_STATUS_ON_CREATE:
+                    obj.status = _empty_status(kind)
+                self._put(kind, obj, None, changes)
             ticket = self._queue(changes)
         self._wait(ticket)
-        return obj  # a fresh object of our own (validated above): the caller may keep it
+        return [obj for _, obj in prepared]
+
+    def _check_create(self, kind: Kind, meta, taken: set[tuple[Kind, str, str]]) -> None:
+        """Name the object (generateName) and check it may be created; call with the lock held."""
+        namespace = meta.namespace or ""
+        if not meta.name:
+            if not meta.generate_name:
+                raise Invalid(f"{kind.kind}: metadata.name: Required value: name or generateName is required",
+                              kind=kind.plural, causes=[("metadata.name", "Required value")])
+            while True:
+                meta.name = meta.generate_name + secrets.token_hex(3)[:5]
+                if (namespace, meta.name) not in self._objects[kind] and (kind, namespace, meta.name) not in taken:
+                    break
+        if kind.namespaced:
+            ns = self._objects[REGISTRY.by_name("namespaces")].get(("", namespace))
+            if ns is None:
+                raise NotFound(f'namespaces "{namespace}" not found', kind="namespaces", name=namespace)
+            if ns.deleting:
+                raise Conflict(f'{kind.resource} "{meta.name}" is forbidden: unable to create new content '
+                               f"in namespace {namespace} because it is being terminated")
+        if (namespace, meta.name) in self._objects[kind] or (kind, namespace, meta.name) in taken:
+            raise AlreadyExists(f'{kind.resource} "{meta.name}" already exists', kind=kind.plural, name=meta.name)
+        taken.add((kind, namespace, meta.name))
 
     def get(self, model, namespace, name):
         kind = REGISTRY.of(model)

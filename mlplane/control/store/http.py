@@ -170,6 +170,10 @@ class HTTPStore:
         data = self._request("POST", self._path(kind, obj.metadata.namespace), obj.to_json().encode())
         return kind.decode_json(data)
 
+    def create_many(self, objs):
+        """One POST per object, as the Kubernetes API has no batch create (not atomic over HTTP)."""
+        return [self.create(obj) for obj in objs]
+
     def get(self, model, namespace, name):
         kind = REGISTRY.of(model)
         return kind.decode_json(self._request("GET", self._named(kind, namespace, name)))
