@@ -47,7 +47,15 @@ def _pod_grace(pod: Object) -> int | None:
 def _job_update_errors(old: Object, new: Object) -> list[tuple[str, str]]:
     assert isinstance(old, Job) and isinstance(new, Job)
     errors = []
-    if old.spec.template != new.spec.template:
+    a, b = old.spec.template.model_copy(deep=True), new.spec.template.model_copy(deep=True)
+    if old.spec.suspend and old.status.start_time is None:
+        # A suspended Job that has not started may change its pods' scheduling directives
+        # (Kubernetes' JobMutableNodeSchedulingDirectives; pkg/registry/batch/job/strategy.go).
+        for t in (a, b):
+            t.spec.node_selector = t.spec.tolerations = t.spec.scheduling_gates = None
+            if t.metadata is not None:
+                t.metadata.labels = t.metadata.annotations = None
+    if a != b:
         errors.append(("spec.template", "Invalid value: field is immutable"))
     if old.spec.completion_mode != new.spec.completion_mode:
         errors.append(("spec.completionMode", "Invalid value: field is immutable"))

@@ -21,6 +21,7 @@ from mlplane.api.errors import AlreadyExists
 from mlplane.api.meta import ObjectMeta
 from mlplane.control.apiserver import ApiServer
 from mlplane.control.controllers.job import JobController
+from mlplane.control.controllers.kueue import KueueController
 from mlplane.control.controllers.scheduler import Scheduler
 from mlplane.control.node.agent import NodeAgent
 from mlplane.control.store.embedded import EmbeddedStore
@@ -93,7 +94,8 @@ class ControlPlane:
                 except AlreadyExists:
                     pass
             self.apiserver.start()
-            self._parts = [Scheduler(self.store), JobController(self.store, backoff_base=cfg.job_backoff)]
+            self._parts = [Scheduler(self.store), JobController(self.store, backoff_base=cfg.job_backoff),
+                           KueueController(self.store)]
             if cfg.run_node:
                 self.agent = NodeAgent(self.store, self.data_dir, cfg.node_name, cpu=cfg.cpu, memory=cfg.memory,
                                        labels=cfg.node_labels, crash_backoff=cfg.crash_backoff)

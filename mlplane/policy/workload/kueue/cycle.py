@@ -10,7 +10,9 @@ A port of pkg/scheduler/scheduler.go ``schedule()`` (classical mode) over a ``St
    victims now (``preemption.py``); if it fits neither way and a podSet has ``minCount``, the
    largest count that fits (Kueue's binary search, podset_reducer.go).
 3. entries are ordered (``classical_order``: not borrowing before borrowing, then higher
-   priority, then older; a fair-sharing ordering can be passed instead).
+   priority, then older). With fair sharing (``fairsharing.FairSharing``) the entries come one
+   at a time from Kueue's tournament over the snapshot as the entries before left it, and
+   preemption is fair-sharing preemption.
 4. each entry is checked again against the snapshot as mutated by the entries before it, so two
    ClusterQueues of one cohort never over-admit in one cycle; an entry whose victims overlap
    another's is skipped; usage of an admitted entry or of a preemptor is added to the snapshot.
@@ -32,6 +34,7 @@ import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
+from mlplane.policy.workload.kueue.fairsharing import FairPreemptor, FairSharing, tournament_order
 from mlplane.policy.workload.kueue.flavors import FIT, NO_FIT, PREEMPT, Assignment, FlavorAssigner
 from mlplane.policy.workload.kueue.model import (ANY, BEST_EFFORT_FIFO, INADMISSIBLE, PENDING,
                                                  WAITING_FOR_PREEMPTED_WORKLOADS, WAITING_FOR_QUOTA, ClusterQueue,
@@ -67,7 +70,7 @@ class Pending:
 
 @dataclass(slots=True)
 class Preempted:
-    reason: str  # InClusterQueue, InCohortReclamation, InCohortReclaimWhileBorrowing
+    reason: str  # InClusterQueue, InCohortReclamation, InCohortReclaimWhileBorrowing, InCohortFairSharing
     message: str
     preemptor: str
 
@@ -95,7 +98,8 @@ class Entry:
     targets: list[Target]
 
 
-EntryOrder = Callable[[list[Entry]], list[Entry]]
+EntryOrder = Callable[[list[Entry]], Iterable[Entry]]
+"""Orders a cycle's entries; the result is consumed while the entries are processed."""
 
 
 def classical_order(entries: list[Entry]) -> list[Entry]:
@@ -129,12 +133,15 @@ class Scheduler:
     """Runs Kueue scheduling cycles over ``state`` for the ``pending`` workloads.
 
     ``now`` (seconds since the epoch) stands in for admission times that are unknown;
-    ``order`` sorts each cycle's entries (classical by default)."""
+    ``order`` sorts each cycle's entries (classical by default); ``fair_sharing`` switches to
+    Kueue's fair sharing (tournament order and fair-sharing preemption)."""
 
-    def __init__(self, state: State, pending: Iterable[Workload], now: float, order: EntryOrder = classical_order):
+    def __init__(self, state: State, pending: Iterable[Workload], now: float, order: EntryOrder = classical_order,
+                 fair_sharing: FairSharing | None = None):
         self.state = state
         self.now = now
-        self.order = order
+        self.fair_sharing = fair_sharing
+        self.order = tournament_order(state, fair_sharing) if fair_sharing is not None else order
         self.result = Result()
         self.queues: dict[str, _Queue] = {name: _Queue(cq.queueing_strategy) for name, cq in state.queues.items()}
         self._cohort_members: dict[str, list[str]] = {}
@@ -201,7 +208,8 @@ class Scheduler:
     def _nominate(self, wl: Workload) -> Entry:
         cq = self.state.queues[wl.cluster_queue]
         node = self.state.node(cq.name)
-        preemptor = Preemptor(self.state, self.now)
+        preemptor = (Preemptor(self.state, self.now) if self.fair_sharing is None
+                     else FairPreemptor(self.state, self.now, self.fair_sharing))
         assigner = FlavorAssigner(wl, cq, node, self.state.flavors,
                                   lambda fr, amount: preemptor.simulate(wl, cq, fr, amount),
                                   preemptor.can_preempt_while_borrowing(cq))
@@ -359,6 +367,6 @@ def _to_reserve(assignment: Assignment, cq: ClusterQueue, node: QuotaNode) -> di
 
 
 def schedule_workloads(state: State, pending: Iterable[Workload], now: float, cycles: int = 1,
-                       order: EntryOrder = classical_order) -> Result:
+                       order: EntryOrder = classical_order, fair_sharing: FairSharing | None = None) -> Result:
     """Run ``cycles`` Kueue scheduling cycles (stopping early once no queue has work)."""
-    return Scheduler(state, pending, now, order).run(cycles)
+    return Scheduler(state, pending, now, order, fair_sharing).run(cycles)

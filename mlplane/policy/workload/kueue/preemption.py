@@ -21,8 +21,8 @@ common/ordering.go, common/preemption_policy.go):
    removed ones are added back, last-but-one first, while it still fits: a minimal victim set.
    Depending on the policy this is tried with borrowing allowed, without, or both.
 
-``Preemptor`` is the strategy interface the scheduling cycle calls; fair-sharing preemption
-(DRS-based) can be another implementation of it.
+``Preemptor`` is the strategy interface the scheduling cycle calls; ``fairsharing.FairPreemptor``
+(DRS-based) is the other implementation of it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlplane.policy.workload.kueue.flavors import NO_CANDIDATES, PREEMPT_POSSIBLE, RECLAIM_POSSIBLE
-from mlplane.policy.workload.kueue.model import (ANY, IN_CLUSTER_QUEUE, IN_COHORT_RECLAIM_WHILE_BORROWING,
+from mlplane.policy.workload.kueue.model import (ANY, IN_CLUSTER_QUEUE, IN_COHORT_FAIR_SHARING,
+                                                 IN_COHORT_RECLAIM_WHILE_BORROWING,
                                                  IN_COHORT_RECLAMATION, LOWER_OR_NEWER_EQUAL_PRIORITY,
                                                  LOWER_PRIORITY, NEVER, ClusterQueue, Workload)
 from mlplane.policy.workload.kueue.quota import FlavorResource, QuotaNode, lowest_fitting_subtree
@@ -44,7 +45,7 @@ _REASON = {_WITHIN_CQ: IN_CLUSTER_QUEUE, _HIERARCHICAL: IN_COHORT_RECLAMATION,
 HUMAN_REASONS = {
     IN_CLUSTER_QUEUE: "prioritization in the ClusterQueue",
     IN_COHORT_RECLAMATION: "reclamation within the cohort",
-    "InCohortFairSharing": "fair sharing within the cohort",
+    IN_COHORT_FAIR_SHARING: "fair sharing within the cohort",
     IN_COHORT_RECLAIM_WHILE_BORROWING: "reclamation within the cohort while borrowing",
 }
 
@@ -165,12 +166,12 @@ class Preemptor:
                 state.simulate_removal((cand.wl,))
                 released.append(cand.wl)
                 targets.append(Target(cand.wl, _REASON[cand.variant]))
-                if _fits(node, usage, allow_borrowing):
+                if workload_fits(node, usage, allow_borrowing):
                     for i in range(len(targets) - 2, -1, -1):
                         victim = targets[i].workload
                         state.restore((victim,))
                         released.remove(victim)
-                        if _fits(node, usage, allow_borrowing):
+                        if workload_fits(node, usage, allow_borrowing):
                             del targets[i]
                         else:
                             state.simulate_removal((victim,))
@@ -203,14 +204,7 @@ def _classify(wl: Workload, cq: ClusterQueue, cand: Workload, advantage: bool, f
         return _NEVER
     same_queue = cand.cluster_queue == cq.name
     policy = cq.preemption.within_cluster_queue if same_queue else cq.preemption.reclaim_within_cohort
-    lower = wl.priority > cand.priority
-    if policy == LOWER_PRIORITY:
-        allowed = lower
-    elif policy == LOWER_OR_NEWER_EQUAL_PRIORITY:
-        allowed = lower or (wl.priority == cand.priority and wl.timestamp < cand.timestamp)
-    else:
-        allowed = policy == ANY
-    if not allowed:
+    if not allowed_by_policy(policy, wl, cand):
         return _NEVER
     if same_queue:
         return _WITHIN_CQ
@@ -224,16 +218,27 @@ def _classify(wl: Workload, cq: ClusterQueue, cand: Workload, advantage: bool, f
     return _WHILE_BORROWING
 
 
+def allowed_by_policy(policy: str, wl: Workload, cand: Workload) -> bool:
+    """Kueue's SatisfiesPreemptionPolicy (common/preemption_policy.go): may ``wl`` preempt ``cand``."""
+    lower = wl.priority > cand.priority
+    if policy == LOWER_PRIORITY:
+        return lower
+    if policy == LOWER_OR_NEWER_EQUAL_PRIORITY:
+        return lower or (wl.priority == cand.priority and wl.timestamp < cand.timestamp)
+    return policy == ANY
+
+
+def candidate_order_key(w: Workload, cq: str, now: float) -> tuple:
+    """Kueue's CandidatesOrdering (common/ordering.go) as a sort key, UID as the final tie-break."""
+    reserved = w.reserved_at if w.reserved_at is not None else now
+    return (not w.evicted, w.cluster_queue == cq, w.priority, -reserved, w.uid, w.key)
+
+
 def _order(cands: list[_Candidate], cq: str, now: float) -> list[_Candidate]:
-    """Kueue's CandidatesOrdering (common/ordering.go), UID as the final tie-break."""
-    def key(c: _Candidate) -> tuple:
-        w = c.wl
-        reserved = w.reserved_at if w.reserved_at is not None else now
-        return (not w.evicted, w.cluster_queue == cq, w.priority, -reserved, w.uid, w.key)
-    return sorted(cands, key=key)
+    return sorted(cands, key=lambda c: candidate_order_key(c.wl, cq, now))
 
 
-def _fits(node: QuotaNode, usage: dict[FlavorResource, int], allow_borrowing: bool) -> bool:
+def workload_fits(node: QuotaNode, usage: dict[FlavorResource, int], allow_borrowing: bool) -> bool:
     """Kueue's workloadFits."""
     for fr, v in usage.items():
         if not allow_borrowing and node.borrowing_with(fr, v):

@@ -4,7 +4,9 @@
 WorkloadPriorityClasses, Workloads and an optional Configuration (plus Namespaces, for their
 labels). A Workload with ``status.admission`` and ``QuotaReserved=True`` (and not
 ``Finished=True``) is admitted and uses quota; every other active Workload is pending.
-``schedule(objects, now, cycles)`` builds and runs the scheduling cycles.
+``schedule(objects, now, cycles)`` builds and runs the scheduling cycles, with Kueue's fair
+sharing when the Configuration enables it (``fair_sharing(objects)`` reads its settings: the
+preemption strategies and the ``spec.fairSharing.weight`` of ClusterQueues and Cohorts).
 
 What keeps a pending Workload out of every queue follows Kueue's workload controller and
 ``ValidateAdmissibility``: no queueName, a missing or stopped LocalQueue, a ClusterQueue whose
@@ -21,10 +23,11 @@ from datetime import datetime, timezone
 from mlplane.api import kueue as api
 from mlplane.api.core import Namespace
 from mlplane.api.meta import LabelSelector, find_condition, is_true, parse_time
-from mlplane.api.quantity import milli
+from mlplane.api.quantity import milli, parse_quantity
 from mlplane.api.selectors import selector_from_match
 from mlplane.policy.workload.kueue import model
 from mlplane.policy.workload.kueue.cycle import Result, schedule_workloads
+from mlplane.policy.workload.kueue.fairsharing import FairSharing
 from mlplane.policy.workload.kueue.quota import FlavorResource, Quota
 from mlplane.policy.workload.kueue.state import State
 
@@ -149,9 +152,7 @@ def build(objects: Iterable[object], now: float) -> tuple[State, list[model.Work
         elif isinstance(obj, api.Workload):
             workloads.append(obj)
         elif isinstance(obj, api.Configuration):
-            if obj.fair_sharing_enabled:
-                raise SnapshotError("Configuration: fairSharing.enable: fair sharing is not supported yet by "
-                                    "the admission core")
+            pass  # read by fair_sharing()
         else:
             raise SnapshotError(f"{type(obj).__name__}: not a kind the Kueue admission core reads")
     state = State([_cluster_queue(cq, flavors) for cq in queues.values()], flavors, cohorts)
@@ -202,9 +203,28 @@ def build(objects: Iterable[object], now: float) -> tuple[State, list[model.Work
     return state, pending
 
 
+def _weight(obj: api.ClusterQueue | api.Cohort) -> float:
+    fs = obj.spec.fair_sharing
+    return 1.0 if fs is None else float(parse_quantity(fs.weight))
+
+
+def fair_sharing(objects: Iterable[object]) -> FairSharing | None:
+    """The fair-sharing settings, or None unless a Configuration has ``fairSharing.enable: true``."""
+    objects = list(objects)
+    configs = [o for o in objects if isinstance(o, api.Configuration)]
+    if len(configs) > 1:
+        raise SnapshotError("Configuration: more than one Configuration given")
+    if not configs or not configs[0].fair_sharing_enabled:
+        return None
+    return FairSharing({o.name: _weight(o) for o in objects if isinstance(o, api.ClusterQueue)},
+                       {o.name: _weight(o) for o in objects if isinstance(o, api.Cohort)},
+                       configs[0].fair_sharing.preemption_strategies)
+
+
 def schedule(objects: Iterable[object], now: datetime | float, cycles: int = 1) -> Result:
     """Run ``cycles`` Kueue scheduling cycles over ``objects`` at time ``now``."""
     if isinstance(now, datetime):
         now = (now if now.tzinfo else now.replace(tzinfo=timezone.utc)).timestamp()
+    objects = list(objects)
     state, pending = build(objects, now)
-    return schedule_workloads(state, pending, now, cycles)
+    return schedule_workloads(state, pending, now, cycles, fair_sharing=fair_sharing(objects))

@@ -1,0 +1,240 @@
+"""The Kueue controller live on an embedded store, with the Job controller and no node agent: the
+test plays kubelet by writing pod phases. Jobs labelled with a queue are held suspended, admitted
+by quota, preempted by priority, and finish to make room, with Kueue's conditions and reasons."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from conftest import wait_for
+from mlplane.api import Conflict, Job, Pod
+from mlplane.api.kueue import ClusterQueue, LocalQueue, ResourceFlavor, Workload, WorkloadPriorityClass
+from mlplane.api.meta import find_condition
+from mlplane.control.controllers.job import JobController
+from mlplane.control.controllers.kueue import KueueController, workload_name
+
+V = "kueue.x-k8s.io/v1beta2"
+
+
+@pytest.fixture
+def plane(store):
+    jobs = JobController(store, backoff_base=0.05).start()
+    kueue = KueueController(store, backoff_base=30.0).start()
+    yield store
+    kueue.stop()
+    jobs.stop()
+
+
+def flavor(store, name="a100", labels=None, tolerations=None):
+    store.create(ResourceFlavor.model_validate({"apiVersion": V, "kind": "ResourceFlavor", "metadata": {"name": name},
+                                                "spec": {"nodeLabels": labels or {}, "tolerations": tolerations}}))
+
+
+def cluster_queue(store, name="cq", cpu="2", flavor_name="a100", **spec):
+    return store.create(ClusterQueue.model_validate({
+        "apiVersion": V, "kind": "ClusterQueue", "metadata": {"name": name},
+        "spec": {"namespaceSelector": {}, "resourceGroups": [{"coveredResources": ["cpu"], "flavors": [
+            {"name": flavor_name, "resources": [{"name": "cpu", "nominalQuota": cpu}]}]}], **spec}}))
+
+
+def local_queue(store, name="q", cq="cq", **spec):
+    store.create(LocalQueue.model_validate({"apiVersion": V, "kind": "LocalQueue",
+                                            "metadata": {"name": name, "namespace": "default"},
+                                            "spec": {"clusterQueue": cq, **spec}}))
+
+
+def priority_class(store, name, value):
+    store.create(WorkloadPriorityClass.model_validate({"apiVersion": V, "kind": "WorkloadPriorityClass",
+                                                       "metadata": {"name": name}, "value": value}))
+
+
+def submit(store, name, *, cpu="1", parallelism=1, queue="q", priority=None, suspend=True) -> Job:
+    """A Job created suspended, as Kueue users submit them (suspend=False exercises the window
+    before the controller suspends it)."""
+    labels = {"kueue.x-k8s.io/queue-name": queue} if queue else {}
+    if priority:
+        labels["kueue.x-k8s.io/priority-class"] = priority
+    return store.create(Job.model_validate({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "default", "labels": labels},
+        "spec": {"suspend": suspend, "parallelism": parallelism, "completions": parallelism, "template": {"spec": {
+            "restartPolicy": "Never", "nodeSelector": {"team": "ml"},
+            "containers": [{"name": "main", "image": "python", "command": ["sleep", "60"],
+                            "resources": {"requests": {"cpu": cpu}}}]}}}}))
+
+
+def job(store, name) -> Job:
+    return store.get(Job, "default", name)
+
+
+def workload(store, name) -> Workload:
+    j = job(store, name)
+    return wait_for(lambda: next((w for w in store.list(Workload, "default").items
+                                  if w.name == workload_name(j)), None), what=f"the Workload of {name}")
+
+
+def condition(store, name, type_, status="True", reason=None):
+    """Wait for the Job's Workload to have the condition, and return it."""
+    def check():
+        c = find_condition(workload(store, name).status.conditions, type_)
+        return c if c is not None and c.status == status and reason in (None, c.reason) else None
+    return wait_for(check, what=f"{type_}={status} ({reason}) on the Workload of {name}", timeout=5)
+
+
+def live_pods(store, name) -> list[Pod]:
+    return [p for p in store.list(Pod, "default", label_selector=f"batch.kubernetes.io/job-name={name}").items
+            if p.metadata.deletion_timestamp is None]
+
+
+def wait_pods(store, name, count) -> list[Pod]:
+    def check():
+        found = live_pods(store, name)
+        return (found or True) if len(found) == count else None
+    return [] if count == 0 and wait_for(check, what=f"no pods of {name}", timeout=5) else wait_for(
+        check, what=f"{count} pods of {name}", timeout=5)
+
+
+def suspended(store, name, value=True) -> Job:
+    def check():
+        j = job(store, name)
+        return j if j.spec.suspend is value else None
+    return wait_for(check, what=f"{name} suspend={value}", timeout=5)
+
+
+def succeed(store, pod: Pod) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for _ in range(20):
+        current = store.get(Pod, "default", pod.name)
+        current.status = type(current.status).model_validate({"phase": "Succeeded", "containerStatuses": [
+            {"name": "main", "state": {"terminated": {"exitCode": 0, "finishedAt": stamp}}}]})
+        try:
+            store.update_status(current)
+            return
+        except Conflict:
+            continue
+    raise AssertionError(f"could not update pod {pod.name}")
+
+
+def test_job_is_held_until_quota_exists_then_admitted_with_the_flavor_injected(plane):
+    store = plane
+    flavor(store, labels={"gpu": "a100"}, tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    local_queue(store)
+    submit(store, "plain", queue=None, suspend=False)
+    submit(store, "train", parallelism=2, suspend=False)
+
+    suspended(store, "train")
+    wl = workload(store, "train")
+    assert wl.name.startswith("job-train-") and len(wl.name) == len("job-train-") + 5
+    assert wl.metadata.owner_references[0].name == "train" and wl.metadata.owner_references[0].controller
+    assert wl.spec.queue_name == "q" and wl.spec.pod_sets[0].name == "main" and wl.spec.pod_sets[0].count == 2
+    assert wl.spec.pod_sets[0].template.spec.node_selector == {"team": "ml"}
+    pending = condition(store, "train", "QuotaReserved", "False", "Inadmissible")
+    assert pending.message == "ClusterQueue cq doesn't exist"
+    assert wait_pods(store, "train", 0) == []
+    # A Job without the queue label is not Kueue's: it runs at once and gets no Workload.
+    assert not job(store, "plain").spec.suspend and len(wait_pods(store, "plain", 1)) == 1
+
+    cluster_queue(store, cpu="2")
+    condition(store, "train", "QuotaReserved", reason="QuotaReserved")
+    admitted = condition(store, "train", "Admitted", reason="Admitted")
+    assert admitted.message == "The workload is admitted"
+    wl = workload(store, "train")
+    assert wl.to_dict()["status"]["admission"] == {"clusterQueue": "cq", "podSetAssignments": [
+        {"name": "main", "count": 2, "flavors": {"cpu": "a100"}, "resourceUsage": {"cpu": "2"}}]}
+    started = suspended(store, "train", False)
+    assert started.spec.template.spec.node_selector == {"team": "ml", "gpu": "a100"}
+    assert started.to_dict()["spec"]["template"]["spec"]["tolerations"] == [
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert all(p.spec.node_selector == {"team": "ml", "gpu": "a100"} for p in wait_pods(store, "train", 2))
+
+    def cq_status():
+        s = store.get(ClusterQueue, None, "cq").status
+        return s if s.admitted_workloads == 1 else None
+    status = wait_for(cq_status, what="ClusterQueue status", timeout=5)
+    assert (status.pending_workloads, status.reserving_workloads) == (0, 1)
+    assert [(u.name, [(r.name, r.total, r.borrowed) for r in u.resources]) for u in status.flavors_usage] == [
+        ("a100", [("cpu", "2", "0")])]
+    def lq_status():
+        s = store.get(LocalQueue, "default", "q").status
+        return s if s.admitted_workloads == 1 else None
+    lq = wait_for(lq_status, what="LocalQueue status", timeout=5)
+    assert [(u.name, [(r.name, r.total) for r in u.resources]) for u in lq.flavors_usage] == [("a100", [("cpu", "2")])]
+
+
+def test_a_job_that_does_not_fit_waits_and_is_admitted_when_the_first_finishes(plane):
+    store = plane
+    flavor(store)
+    cluster_queue(store, cpu="2")
+    local_queue(store)
+    submit(store, "first", parallelism=2)
+    condition(store, "first", "Admitted")
+    suspended(store, "first", False)
+    first_pods = wait_pods(store, "first", 2)
+    submit(store, "second", cpu="1")
+
+    pending = condition(store, "second", "QuotaReserved", "False", "Pending")
+    assert "insufficient unused quota for cpu in flavor a100" in pending.message
+    assert suspended(store, "second").spec.suspend and workload(store, "second").status.admission is None
+    assert wait_for(lambda: store.get(ClusterQueue, None, "cq").status.pending_workloads == 1,
+                    what="one pending workload in the ClusterQueue", timeout=5)
+
+    for pod in first_pods:
+        succeed(store, pod)
+    finished = condition(store, "first", "Finished", reason="Succeeded")
+    assert finished.message == "Job finished successfully"
+    condition(store, "second", "Admitted", reason="Admitted")
+    suspended(store, "second", False)
+    assert len(wait_pods(store, "second", 1)) == 1
+
+
+def test_higher_priority_job_preempts_a_lower_one_within_the_cluster_queue(plane):
+    store = plane
+    flavor(store)
+    cluster_queue(store, cpu="1", preemption={"withinClusterQueue": "LowerPriority"})
+    local_queue(store)
+    priority_class(store, "low", 100)
+    priority_class(store, "high", 1000)
+    submit(store, "low", priority="low")
+    condition(store, "low", "Admitted")
+    wait_pods(store, "low", 1)
+    assert workload(store, "low").spec.priority == 100
+
+    submit(store, "high", priority="high")
+    high_wl = workload(store, "high")
+    evicted = condition(store, "low", "Evicted", reason="Preempted")
+    preempted = condition(store, "low", "Preempted", reason="InClusterQueue")
+    assert evicted.message == preempted.message
+    assert preempted.message.startswith(f"Preempted to accommodate a workload (UID: {high_wl.uid}) due to "
+                                        "prioritization in the ClusterQueue")
+    victim = suspended(store, "low")
+    assert victim.spec.template.spec.node_selector == {"team": "ml"}
+    wait_pods(store, "low", 0)
+    # Its quota is released once its pods are gone, and it waits out a backoff before queueing again.
+    condition(store, "low", "QuotaReserved", "False", "Pending")
+    condition(store, "low", "Admitted", "False", "NoReservation")
+    requeued = condition(store, "low", "Requeued", "False", "Preempted")
+    assert requeued.message == preempted.message
+    low_wl = workload(store, "low")
+    assert low_wl.status.admission is None and low_wl.status.requeue_state.count == 1
+    assert low_wl.status.requeue_state.requeue_at is not None
+
+    condition(store, "high", "Admitted", reason="Admitted")
+    suspended(store, "high", False)
+    assert len(wait_pods(store, "high", 1)) == 1
+
+
+def test_a_job_for_a_missing_or_stopped_queue_stays_suspended_with_the_reason(plane):
+    store = plane
+    flavor(store)
+    cluster_queue(store, cpu="4")
+    local_queue(store, "held", stopPolicy="Hold")
+    submit(store, "nowhere", queue="missing")
+    submit(store, "paused", queue="held")
+
+    assert condition(store, "nowhere", "QuotaReserved", "False", "Inadmissible").message == \
+        "LocalQueue missing doesn't exist"
+    assert condition(store, "paused", "QuotaReserved", "False", "Inadmissible").message == \
+        "LocalQueue held is inactive (stopPolicy is Hold)"
+    assert suspended(store, "nowhere").spec.suspend and suspended(store, "paused").spec.suspend
+    assert wait_pods(store, "nowhere", 0) == [] and wait_pods(store, "paused", 0) == []
