@@ -395,11 +395,13 @@ def _cells(line: str) -> list[str]:
 def test_tables_match_kueue_printcolumns():
     _rf, cq, lq, _cohort, wpc, wl = _objs(V1BETA2)
     cq.status.pending_workloads, cq.status.admitted_workloads = 3, 1
+    # Kueue's printcolumns, plus usage and borrowing, which issue 4 asks `get clusterqueues` to show.
     assert [_cells(line) for line in print_table(REGISTRY.of(cq), [cq]).splitlines()] == [
-        ["NAME", "COHORT", "PENDING WORKLOADS"], ["team-a-cq", "team-ab", "3"]]
+        ["NAME", "COHORT", "PENDING WORKLOADS", "ADMITTED WORKLOADS", "USAGE", "BORROWED"],
+        ["team-a-cq", "team-ab", "3", "1", "<none>", "<none>"]]
     assert [_cells(line) for line in print_table(REGISTRY.of(cq), [cq], wide=True).splitlines()] == [
-        ["NAME", "COHORT", "STRATEGY", "PENDING WORKLOADS", "ADMITTED WORKLOADS"],
-        ["team-a-cq", "team-ab", "BestEffortFIFO", "3", "1"]]
+        ["NAME", "COHORT", "STRATEGY", "PENDING WORKLOADS", "ADMITTED WORKLOADS", "USAGE", "BORROWED"],
+        ["team-a-cq", "team-ab", "BestEffortFIFO", "3", "1", "<none>", "<none>"]]
     assert [_cells(line) for line in print_table(REGISTRY.of(lq), [lq]).splitlines()] == [
         ["NAME", "CLUSTERQUEUE", "PENDING WORKLOADS", "ADMITTED WORKLOADS"], ["team-a-queue", "team-a-cq", "0", "0"]]
     wl.metadata.creation_timestamp = "2020-01-01T00:00:00Z"

@@ -10,8 +10,9 @@ import pytest
 
 from conftest import wait_for
 from mlplane.api import Conflict, Job, Pod
-from mlplane.api.kueue import ClusterQueue, LocalQueue, ResourceFlavor, Workload, WorkloadPriorityClass
-from mlplane.api.meta import find_condition
+from mlplane.api.kueue import ClusterQueue, Configuration, LocalQueue, ResourceFlavor, Workload, WorkloadPriorityClass
+from mlplane.api.meta import find_condition, is_true
+from mlplane.cli.main import main
 from mlplane.control.controllers.job import JobController
 from mlplane.control.controllers.kueue import KueueController, workload_name
 
@@ -238,3 +239,161 @@ def test_a_job_for_a_missing_or_stopped_queue_stays_suspended_with_the_reason(pl
         "LocalQueue held is inactive (stopPolicy is Hold)"
     assert suspended(store, "nowhere").spec.suspend and suspended(store, "paused").spec.suspend
     assert wait_pods(store, "nowhere", 0) == [] and wait_pods(store, "paused", 0) == []
+
+
+# --- the Kueue Configuration: waitForPodsReady, and ClusterQueue stopPolicy -----------------------
+
+def kueue_config(**wait) -> Configuration:
+    return Configuration.model_validate({"apiVersion": "config.kueue.x-k8s.io/v1beta1", "kind": "Configuration",
+                                         "waitForPodsReady": {"enable": True, **wait}})
+
+
+@pytest.fixture
+def configured(store):
+    """Start the Job and Kueue controllers with a Configuration; yields a function taking the
+    waitForPodsReady fields."""
+    started = []
+
+    def start(**wait):
+        started.append(JobController(store, backoff_base=0.05).start())
+        started.append(KueueController(store, config=kueue_config(**wait)).start())
+        return store
+    yield start
+    for part in reversed(started):
+        part.stop()
+
+
+def make_ready(store, pod: Pod) -> None:
+    """Play kubelet: the pod runs and its Ready condition turns True."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for _ in range(20):
+        current = store.get(Pod, "default", pod.name)
+        current.status = type(current.status).model_validate({
+            "phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": stamp}],
+            "containerStatuses": [{"name": "main", "ready": True, "state": {"running": {"startedAt": stamp}}}]})
+        try:
+            store.update_status(current)
+            return
+        except Conflict:
+            continue
+    raise AssertionError(f"could not update pod {pod.name}")
+
+
+def test_pods_ready_turns_true_when_every_pod_of_the_admitted_job_is_ready(configured):
+    store = configured(timeout="30s")
+    flavor(store)
+    cluster_queue(store, cpu="2")
+    local_queue(store)
+    submit(store, "train", parallelism=2)
+    condition(store, "train", "Admitted")
+    waiting = condition(store, "train", "PodsReady", "False", "WaitForStart")
+    assert waiting.message == "Not all pods are ready or succeeded"
+    first, second = wait_pods(store, "train", 2)
+
+    make_ready(store, first)
+    assert wait_for(lambda: job(store, "train").status.ready == 1, what="one ready pod", timeout=5)
+    assert condition(store, "train", "PodsReady", "False", "WaitForStart")
+    make_ready(store, second)
+    ready = condition(store, "train", "PodsReady", "True", "Started")
+    assert ready.message == "All pods reached readiness and the workload is running"
+    assert not is_true(workload(store, "train").status.conditions, "Evicted")
+
+
+def test_a_job_whose_pods_never_get_ready_is_evicted_requeued_with_backoff_then_deactivated(configured):
+    store = configured(timeout="1s", requeuingStrategy={"backoffBaseSeconds": 1, "backoffLimitCount": 1})
+    flavor(store)
+    cluster_queue(store, cpu="2")
+    local_queue(store)
+    submit(store, "stuck")
+    condition(store, "stuck", "Admitted")
+    wait_pods(store, "stuck", 1)
+
+    evicted = condition(store, "stuck", "Evicted", reason="PodsReadyTimeout")
+    name = workload(store, "stuck").name
+    assert evicted.message == f"Exceeded the PodsReady timeout default/{name}"
+    suspended(store, "stuck")
+    wait_pods(store, "stuck", 0)
+    condition(store, "stuck", "Requeued", "False", "PodsReadyTimeout")
+    wl = workload(store, "stuck")
+    assert wl.status.requeue_state.count == 1 and wl.status.requeue_state.requeue_at is not None
+    assert find_condition(wl.status.conditions, "PodsReady").reason == "WaitForStart"
+
+    # After backoffBaseSeconds·2^0 = 1 s it is admitted again, and times out again: past
+    # backoffLimitCount it is deactivated instead of requeued.
+    condition(store, "stuck", "Requeued", reason="BackoffFinished")
+    condition(store, "stuck", "Evicted", reason="DeactivatedDueToRequeuingLimitExceeded")
+    wait_pods(store, "stuck", 0)
+    released = condition(store, "stuck", "QuotaReserved", "False", "Pending")
+    assert released.message == "The workload is deactivated due to exceeding the maximum number of re-queuing retries"
+    wl = workload(store, "stuck")
+    assert wl.spec.active is False and wl.status.admission is None and wl.status.requeue_state.count == 1
+    assert suspended(store, "stuck").spec.suspend
+
+
+def test_block_admission_holds_the_next_job_until_the_admitted_one_is_ready(configured):
+    store = configured(timeout="30s")
+    flavor(store)
+    cluster_queue(store, cpu="4")
+    local_queue(store)
+    submit(store, "first")
+    condition(store, "first", "Admitted")
+    (pod,) = wait_pods(store, "first", 1)
+    submit(store, "second")
+    workload(store, "second")
+    assert wait_for(lambda: store.get(ClusterQueue, None, "cq").status.pending_workloads == 1,
+                    what="the second workload pending in the ClusterQueue", timeout=5)
+    assert workload(store, "second").status.admission is None and suspended(store, "second").spec.suspend
+
+    make_ready(store, pod)
+    condition(store, "first", "PodsReady", reason="Started")
+    condition(store, "second", "Admitted", reason="Admitted")
+    suspended(store, "second", False)
+
+
+def test_hold_and_drain_evicts_the_admitted_jobs_of_a_cluster_queue(plane):
+    store = plane
+    cluster_queue(store, cpu="2")
+    local_queue(store)
+
+    def active():
+        c = find_condition(store.get(ClusterQueue, None, "cq").status.conditions, "Active")
+        return c if c is not None else None
+    missing = wait_for(lambda: (c := active()) and c.reason == "FlavorNotFound" and c, what="FlavorNotFound",
+                       timeout=5)
+    assert (missing.status, missing.message) == (
+        "False", "Can't admit new workloads: references missing ResourceFlavor(s): [a100].")
+    flavor(store)
+    ready = wait_for(lambda: (c := active()) and c.status == "True" and c, what="Active=True", timeout=5)
+    assert (ready.reason, ready.message) == ("Ready", "Can admit new workloads")
+    submit(store, "train")
+    condition(store, "train", "Admitted")
+    wait_pods(store, "train", 1)
+
+    cq = store.get(ClusterQueue, None, "cq")
+    cq.spec.stop_policy = "HoldAndDrain"
+    store.update(cq)
+    evicted = condition(store, "train", "Evicted", reason="ClusterQueueStopped")
+    assert evicted.message == "The ClusterQueue is stopped"
+    suspended(store, "train")
+    wait_pods(store, "train", 0)
+    condition(store, "train", "QuotaReserved", "False")
+    stopped = wait_for(lambda: (c := active()) and c.reason == "Stopped" and c, what="Active=False Stopped",
+                       timeout=5)
+    assert (stopped.status, stopped.message) == ("False", "Can't admit new workloads: is stopped.")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("apiVersion: config.kueue.x-k8s.io/v1beta1\nkind: Configuration\nwaitForPodsReady:\n  enable: true\n"
+     "  timeout: soon\n", "waitForPodsReady.timeout: Invalid value: 'soon'"),
+    ("apiVersion: config.kueue.x-k8s.io/v1beta1\nkind: Configuration\n---\n"
+     "apiVersion: config.kueue.x-k8s.io/v1beta1\nkind: Configuration\n",
+     "expected exactly one Configuration (apiVersion: config.kueue.x-k8s.io/v1beta1) document, found 2"),
+])
+def test_up_rejects_a_bad_kueue_config_before_starting_anything(tmp_path, capsys, text, expected):
+    bad = tmp_path / "kueue.yaml"
+    bad.write_text(text)
+    data_dir = tmp_path / "data"
+    assert main(["up", "--kueue-config", str(bad), "--data-dir", str(data_dir), "--port", "0", "--no-node"]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and expected in err
+    assert not data_dir.exists()

@@ -6,6 +6,8 @@ Objects are built as users write them (kueue.x-k8s.io/v1beta2 manifests) and go 
 same adapter as ``mlplane queue schedule``.
 """
 
+import pytest
+
 from mlplane.api import kueue as api
 from mlplane.policy.workload.kueue.snapshot import schedule
 
@@ -357,3 +359,47 @@ def test_quota_freed_by_preemption_is_not_reused_in_the_same_cycle():
     later = run(objects, cycles=4)
     assert sorted(later["admitted"]) == ["default/c1-in", "default/c2-more"]
     assert later["preempted"] == {"default/c2-borrower": "InCohortReclamation"}
+
+
+def _incremental():
+    """Two BestEffortFIFO ClusterQueues of 2 CPUs in one cohort, driven through Scheduler's API."""
+    from mlplane.policy.workload.kueue.cycle import Scheduler
+    from mlplane.policy.workload.kueue.model import ClusterQueue, Flavor, PodSet, ResourceGroup, Workload
+    from mlplane.policy.workload.kueue.quota import Quota
+    from mlplane.policy.workload.kueue.state import State
+
+    fr = ("default", "cpu")
+    queues = [ClusterQueue(name=n, cohort="ab", resource_groups=(ResourceGroup(("cpu",), ("default",)),),
+                           quotas={fr: Quota(2000)}) for n in ("a", "b")]
+    sched = Scheduler(State(queues, {"default": Flavor("default")}), (), T0)
+
+    def make(name, queue, cpus, at):
+        return Workload(key=f"default/{name}", uid=name, cluster_queue=queue, priority=0, timestamp=at,
+                        pod_sets=(PodSet("main", 1, {"cpu": cpus * 1000}),))
+    return sched, make
+
+
+def test_incremental_scheduler_admits_releases_and_reoffers_set_aside_workloads():
+    sched, make = _incremental()
+    assert sched.add(make("big", "a", 4, T0)) is None
+    assert sched.add(make("next", "b", 1, T0 + 1)) is None
+    first = sched.cycle()
+    # "next" is not borrowing, so it goes first; then "big" (4 of the cohort's 4) no longer fits
+    assert first.heads == 2 and list(first.admitted) == ["default/next"] and first.preempted == {}
+    small = first.admitted["default/next"]
+    assert small.reserved_at == T0 and small.usage == {("default", "cpu"): 1000}
+    assert sched.cycle().heads == 1  # "big" is tried again, does not fit and is set aside
+    assert sched.cycle().heads == 0  # ... and not retried while nothing changes
+    sched.advance(T0 + 10)
+    sched.finish(small)  # releases its CPU and offers "big" again
+    again = sched.cycle()
+    assert list(again.admitted) == ["default/big"] and again.admitted["default/big"].reserved_at == T0 + 10
+
+def test_incremental_scheduler_rejects_bad_calls_with_clear_errors():
+    sched, make = _incremental()
+    why = sched.add(make("lost", "missing", 1, T0))
+    assert why is not None and why.message == "ClusterQueue missing doesn't exist"
+    with pytest.raises(KeyError, match="default/ghost is not admitted in ClusterQueue a"):
+        sched.finish(make("ghost", "a", 1, T0))
+    with pytest.raises(ValueError, match="before the current time"):
+        sched.advance(T0 - 1)

@@ -134,3 +134,31 @@ def test_bad_quotas_are_rejected_with_the_field(quota, has_cohort, message):
 ])
 def test_quantities_are_written_as_kubernetes_canonicalises_them(resource, amount, text):
     assert format_quantity(resource, amount) == text
+
+
+def test_cohort_tracks_which_children_are_above_their_quota():
+    # Preemption visits only these children; the set follows usage as it crosses the quota.
+    t = tree([("a", "left", 2, None, None), ("b", "left", 2, None, None), ("c", "root", 2, None, None)],
+             cohorts=[("left", "root", 0), ("root", None, 0)])
+    root, left, a, b = t.cohorts["root"], t.cohorts["left"], t.queues["a"], t.queues["b"]
+    assert root.children_over_quota() == [] and a.within_nominal({CPU})
+    a.add_usage(CPU, 3000)  # a borrows 1 from b inside "left": left itself is still within 4
+    assert left.children_over_quota() == [a] and root.children_over_quota() == []
+    assert not a.within_nominal({CPU}) and a.within_nominal({("other", "cpu")})
+    b.add_usage(CPU, 2000)  # left now uses 5 of its 4: it borrows from c
+    assert root.children_over_quota() == [left] and left.children_over_quota() == [a]
+    t.queues["c"].add_usage(CPU, 1000)
+    b.add_usage(CPU, 1000)
+    assert left.children_over_quota() == [a, b]
+    a.remove_usage(CPU, 3000)
+    b.remove_usage(CPU, 1000)
+    assert left.children_over_quota() == [] and root.children_over_quota() == []
+    assert left.within_nominal({CPU})
+
+
+def test_rebuilding_the_tree_recomputes_the_over_quota_children():
+    t = tree([("a", "ab", 1, None, None), ("b", "ab", 1, None, None)])
+    t.queues["b"].add_usage(CPU, 2000)
+    t.build()  # usage survives a rebuild (cohort usage is summed again from the queues)
+    assert t.cohorts["ab"].children_over_quota() == [t.queues["b"]]
+    assert t.cohorts["ab"].usage[CPU] == 2000 and t.cohorts["ab"].within_nominal({CPU})

@@ -1,13 +1,25 @@
-"""`mlplane describe`: a readable account of one object, its conditions and its events."""
+"""`mlplane describe`: a readable account of one object, its conditions and its events.
+
+Kueue kinds read like Kueue's ``kubectl describe``, with what explains a wait in numbers: a pending
+Workload shows its ``QuotaReserved=False`` reason and message and, recomputed from the store at
+that moment by the admission core (``mlplane.policy.workload.kueue``), each shortfall as
+"insufficient quota for R in flavor F: requested X, available Y (nominal N, borrowing limit L)".
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from mlplane.api.batch import Job
-from mlplane.api.core import Event, Node, Pod
-from mlplane.api.meta import Condition, Object
-from mlplane.api.registry import Kind
-from mlplane.cli.printers import job_status, pod_status, since, table
+from mlplane.api.core import Event, Namespace, Node, Pod
+from mlplane.api.kueue import (ClusterQueue, Cohort, FlavorUsage, LocalQueue, LocalQueueFlavorUsage, ResourceFlavor,
+                               Workload, WorkloadPriorityClass)
+from mlplane.api.meta import Condition, LabelSelector, Object, is_true
+from mlplane.api.quantity import milli
+from mlplane.cli.printers import job_status, pod_status, since, table, waiting_condition
 from mlplane.control.store.base import Store
+from mlplane.policy.workload.kueue import snapshot
+from mlplane.policy.workload.kueue.units import format_quantity
 
 
 def _map(values: dict[str, str] | None) -> list[str]:
@@ -17,7 +29,8 @@ def _map(values: dict[str, str] | None) -> list[str]:
 def _field(lines: list[str], label: str, value, indent: int = 0) -> None:
     values = [line for v in (value if isinstance(value, list) else [value]) for line in str(v).splitlines() or [""]]
     pad = " " * indent
-    lines.append(f"{pad}{label + ':':<20}{values[0] if values else '<none>'}")
+    head = f"{label}:".ljust(19) + " "  # a label of 19 characters or more still gets a space
+    lines.append(f"{pad}{head}{values[0] if values else '<none>'}")
     for v in values[1:]:
         lines.append(f"{pad}{'':<20}{v}")
 
@@ -138,7 +151,160 @@ def _node(lines: list[str], node: Node) -> None:
     _field(lines, "Allocatable", [f"{k}: {v}" for k, v in (node.status.allocatable or {}).items()] or "<none>")
 
 
+def _resources(amounts: dict[str, int]) -> list[str]:
+    return [f"{r}: {format_quantity(r, v)}" for r, v in sorted(amounts.items())] or ["<none>"]
+
+
+def _per_pod(template) -> dict[str, int]:
+    """Requests of one pod in milli-units: each container's limits overlaid by its requests, summed
+    (as the admission core counts them)."""
+    out: dict[str, int] = {}
+    for c in template.spec.containers:
+        r = c.resources
+        for name, q in {**((r.limits or {}) if r else {}), **((r.requests or {}) if r else {})}.items():
+            out[name] = out.get(name, 0) + milli(q)
+    return out
+
+
+def _reserved(wl: Workload) -> bool:
+    return wl.status.admission is not None and is_true(wl.status.conditions, "QuotaReserved")
+
+
+def _explain(store: Store, wl: Workload) -> list[str]:
+    """Why ``wl`` gets no quota now, in numbers: one admission attempt of the admission core over what
+    the store holds, with ``wl`` as the only pending workload (so as the head of its queue)."""
+    objects: list[object] = []
+    for kind in (ResourceFlavor, Cohort, ClusterQueue, LocalQueue, WorkloadPriorityClass, Namespace):
+        objects.extend(store.list(kind).items)
+    objects.extend(w for w in store.list(Workload).items
+                   if _reserved(w) and not is_true(w.status.conditions, "Finished") and w.key != wl.key)
+    try:
+        result = snapshot.schedule([*objects, wl], datetime.now(timezone.utc), 1)
+    except snapshot.SnapshotError as e:
+        return [f"cannot be computed: {e}"]
+    if wl.key in result.admitted:
+        return [f"quota is free now in ClusterQueue {result.admitted[wl.key].cluster_queue}: admitted in the next "
+                "admission pass"]
+    pending = result.pending.get(wl.key)
+    if pending is None:
+        return ["<none>"]
+    lines = list(pending.details) or [pending.message]
+    victims = sorted(k for k, p in result.preempted.items() if p.preemptor == wl.key)
+    if victims:
+        lines.append(f"would preempt: {', '.join(victims)}")
+    return lines
+
+
+def _workload(lines: list[str], wl: Workload, store: Store) -> None:
+    spec, st = wl.spec, wl.status
+    _field(lines, "Queue", spec.queue_name or "<none>")
+    ref = spec.priority_class_ref
+    _field(lines, "Priority", ("<none>" if spec.priority is None else str(spec.priority))
+           + (f" ({ref.kind} {ref.name})" if ref else ""))
+    _field(lines, "Active", str(spec.active).lower())
+    lines.append("Pod Sets:")
+    for ps in spec.pod_sets:
+        lines.append(f"  {ps.name}:")
+        _field(lines, "Count", ps.count if ps.min_count is None else f"{ps.count} (min {ps.min_count})", 4)
+        per_pod = _per_pod(ps.template)
+        _field(lines, "Requests per pod", _resources(per_pod), 4)
+        _field(lines, "Requests in all", _resources({r: v * ps.count for r, v in per_pod.items()}), 4)
+    lines.append("Admission:")
+    if st.admission is None:
+        lines.append("  <none>")
+    else:
+        _field(lines, "Cluster Queue", st.admission.cluster_queue, 2)
+        for psa in st.admission.pod_set_assignments:
+            lines.append(f"  {psa.name}:")
+            if psa.count is not None:
+                _field(lines, "Count", psa.count, 4)
+            _field(lines, "Flavors", [f"{r}: {f}" for r, f in sorted((psa.flavors or {}).items())] or "<none>", 4)
+            _field(lines, "Resource Usage", [f"{r}: {q}" for r, q in sorted((psa.resource_usage or {}).items())]
+                   or "<none>", 4)
+    if st.requeue_state is not None:
+        _field(lines, "Requeue State", f"count {st.requeue_state.count or 0}"
+               + (f", requeue at {st.requeue_state.requeue_at}" if st.requeue_state.requeue_at else ""))
+    waiting = waiting_condition(wl)
+    if waiting is not None:
+        lines.append("Waiting:")
+        _field(lines, "Reason", f"{waiting.type}={waiting.status}: {waiting.reason or ''}", 2)
+        _field(lines, "Message", waiting.message or "", 2)
+        if waiting.type == "QuotaReserved" and spec.active:
+            _field(lines, "Quota now", _explain(store, wl), 2)
+    _conditions(lines, st.conditions)
+
+
+def _quota_rows(flavor_rows: list[list[str]], header: list[str]) -> str:
+    return table([["  " + header[0], *header[1:]], *[["  " + r[0], *r[1:]] for r in flavor_rows]])
+
+
+def _amounts(status: list[FlavorUsage] | list[LocalQueueFlavorUsage] | None) -> dict[tuple[str, str], object]:
+    return {(f.name, r.name): r for f in status or [] for r in f.resources}
+
+
+def _selector(selector: LabelSelector | None) -> list[str] | str:
+    if selector is None:
+        return "<none> (selects no namespace)"
+    terms = [f"{k}={v}" for k, v in sorted((selector.match_labels or {}).items())]
+    terms += [f"{e.key} {e.operator}" + (f" ({','.join(e.values)})" if e.values else "")
+              for e in selector.match_expressions or []]
+    return terms or "{} (selects every namespace)"
+
+
+def _cluster_queue(lines: list[str], cq: ClusterQueue, store: Store) -> None:
+    spec, st = cq.spec, cq.status
+    _field(lines, "Cohort", spec.cohort_name or "<none>")
+    _field(lines, "Queueing Strategy", spec.queueing_strategy)
+    _field(lines, "Stop Policy", spec.stop_policy)
+    _field(lines, "Namespace Selector", _selector(spec.namespace_selector))
+    p = spec.preemption
+    _field(lines, "Preemption", [f"withinClusterQueue: {p.within_cluster_queue}",
+                                 f"reclaimWithinCohort: {p.reclaim_within_cohort}",
+                                 f"borrowWithinCohort: {p.borrow_within_cohort.policy}"])
+    ff = spec.flavor_fungibility
+    _field(lines, "Flavor Fungibility", [f"whenCanBorrow: {ff.when_can_borrow}",
+                                         f"whenCanPreempt: {ff.when_can_preempt}"])
+    if spec.fair_sharing is not None:
+        _field(lines, "Fair Sharing Weight", spec.fair_sharing.weight)
+    reserved, used = _amounts(st.flavors_reservation), _amounts(st.flavors_usage)
+    rows = []
+    for group in spec.resource_groups or []:
+        for flavor in group.flavors:
+            for q in flavor.resources:
+                res, adm = reserved.get((flavor.name, q.name)), used.get((flavor.name, q.name))
+                rows.append([flavor.name, q.name, str(q.nominal_quota),
+                             "<unset>" if q.borrowing_limit is None else str(q.borrowing_limit),
+                             "<unset>" if q.lending_limit is None else str(q.lending_limit),
+                             res.total if res else "0", res.borrowed if res else "0", adm.total if adm else "0"])
+    lines.append("Quota:")
+    lines.append(_quota_rows(rows, ["Flavor", "Resource", "Nominal", "Borrowing Limit", "Lending Limit",
+                                    "Reserved", "Borrowed", "Admitted"]) if rows else "  <none>")
+    _field(lines, "Pending Workloads", st.pending_workloads)
+    _field(lines, "Reserving Workloads", st.reserving_workloads)
+    _field(lines, "Admitted Workloads", st.admitted_workloads)
+    if st.fair_sharing is not None:
+        _field(lines, "Weighted Share", st.fair_sharing.weighted_share)
+    _conditions(lines, st.conditions)
+
+
+def _local_queue(lines: list[str], lq: LocalQueue, store: Store) -> None:
+    st = lq.status
+    _field(lines, "Cluster Queue", lq.spec.cluster_queue)
+    _field(lines, "Stop Policy", lq.spec.stop_policy)
+    reserved, used = _amounts(st.flavors_reservation), _amounts(st.flavors_usage)
+    rows = [[flavor, res, r.total, used[(flavor, res)].total if (flavor, res) in used else "0"]
+            for (flavor, res), r in reserved.items()]
+    lines.append("Usage:")
+    lines.append(_quota_rows(rows, ["Flavor", "Resource", "Reserved", "Admitted"]) if rows else "  <none>")
+    _field(lines, "Pending Workloads", st.pending_workloads)
+    _field(lines, "Reserving Workloads", st.reserving_workloads)
+    _field(lines, "Admitted Workloads", st.admitted_workloads)
+    _conditions(lines, st.conditions)
+
+
 SECTIONS = {"Pod": _pod, "Job": _job, "Node": _node}
+# Sections that read more of the store than the object itself.
+STORE_SECTIONS = {"Workload": _workload, "ClusterQueue": _cluster_queue, "LocalQueue": _local_queue}
 
 
 def describe(store: Store, kind: Kind, obj: Object) -> str:
@@ -160,6 +326,8 @@ def describe(store: Store, kind: Kind, obj: Object) -> str:
     section = SECTIONS.get(kind.kind)
     if section is not None:
         section(lines, obj)
+    elif kind.kind in STORE_SECTIONS:
+        STORE_SECTIONS[kind.kind](lines, obj, store)
     elif hasattr(obj, "status") and getattr(obj.status, "conditions", None) is not None:
         _conditions(lines, obj.status.conditions)
     if kind.kind != "Event":

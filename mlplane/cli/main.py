@@ -350,6 +350,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_kueue_config(path: str):
+    """The one Configuration (config.kueue.x-k8s.io/v1beta1) document of ``path``; UsageError otherwise."""
+    from mlplane.api.kueue import Configuration
+
+    try:
+        docs = load_paths([path])
+    except ManifestError as e:
+        raise UsageError("--kueue-config: " + "\n".join(e.errors)) from None
+    kinds = [f"{type(d.obj).KIND} (document {d.index})" for d in docs if not isinstance(d.obj, Configuration)]
+    if kinds or len(docs) != 1:
+        found = ", ".join(kinds) if kinds else f"{len(docs)} Configuration documents"
+        raise UsageError(f"--kueue-config {path}: expected exactly one Configuration "
+                         f"(apiVersion: config.kueue.x-k8s.io/v1beta1) document, found {found}")
+    return docs[0].obj
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from mlplane.control.plane import ControlPlane, DataDirInUse, PlaneConfig
 
@@ -361,10 +377,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         if not sep:
             raise UsageError(f"--node-label {item!r}: expected KEY=VALUE")
         labels[k] = v
+    kueue_config = load_kueue_config(args.kueue_config) if args.kueue_config else None
     config = PlaneConfig(data_dir=Path(args.data_dir), host=args.address, port=args.port,
                          token=args.token or os.environ.get("MLPLANE_TOKEN"), run_node=not args.no_node,
                          node_name=args.node_name, cpu=args.cpu, memory=args.memory, node_labels=labels,
-                         job_backoff=args.job_backoff, crash_backoff=args.crash_backoff)
+                         job_backoff=args.job_backoff, crash_backoff=args.crash_backoff,
+                         kueue_config=kueue_config)
     plane = ControlPlane(config)
     try:
         plane.start()
@@ -467,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="base delay before a failed Job pod is replaced (upstream: 10s)")
     up.add_argument("--crash-backoff", type=float, default=10.0, metavar="SECONDS",
                     help="base CrashLoopBackOff delay for in-place container restarts (upstream: 10s)")
+    up.add_argument("--kueue-config", metavar="FILE", help="Kueue Configuration (config.kueue.x-k8s.io/v1beta1) "
+                    "for the workload plane: fairSharing, waitForPodsReady")
     up.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     up.set_defaults(func=cmd_up)
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Callable
 
 import yaml
 
 from mlplane.api.batch import Job
 from mlplane.api.core import Event, Namespace, Node, Pod
-from mlplane.api.kueue import Workload
+from mlplane.api.kueue import ClusterQueue, FlavorUsage, Workload
 from mlplane.api.meta import Object, find_condition, is_true, parse_time
+from mlplane.api.quantity import parse_quantity
 from mlplane.api.registry import Kind
 
 Cell = Callable[[Object], str]
@@ -140,7 +142,9 @@ def _info(node: Node, attr: str) -> str:
     return (getattr(info, attr) if info else None) or "<none>"
 
 
-# --- Kueue kinds: the printcolumns of kubernetes-sigs/kueue:apis/kueue/v1beta2/*_types.go --------
+# --- Kueue kinds: the printcolumns of kubernetes-sigs/kueue:apis/kueue/v1beta2/*_types.go, plus --
+# what explains a wait: USAGE and BORROWED of a ClusterQueue ("a100: cpu 6/9, nvidia.com/gpu 4/4",
+# reserved over nominal quota), and with -o wide a Workload's REASON and MESSAGE.
 
 def _condition_status(wl: Workload, type_: str) -> str:
     c = find_condition(wl.status.conditions, type_)
@@ -149,6 +153,58 @@ def _condition_status(wl: Workload, type_: str) -> str:
 
 def _reserved_in(wl: Workload) -> str:
     return wl.status.admission.cluster_queue if wl.status.admission else ""
+
+
+def waiting_condition(wl: Workload):
+    """The condition that says why a workload does not run: Evicted=True, or QuotaReserved=False."""
+    evicted = find_condition(wl.status.conditions, "Evicted")
+    if evicted is not None and evicted.status == "True":
+        return evicted
+    if is_true(wl.status.conditions, "Finished"):
+        return None
+    reserved = find_condition(wl.status.conditions, "QuotaReserved")
+    return reserved if reserved is not None and reserved.status == "False" else None
+
+
+def _wl_reason(wl: Workload) -> str:
+    c = waiting_condition(wl)
+    return (c.reason or "") if c else ""
+
+
+def _wl_message(wl: Workload) -> str:
+    c = waiting_condition(wl)
+    return "; ".join(line.strip() for line in (c.message or "").splitlines() if line.strip()) if c else ""
+
+
+def _amount(value: str) -> Decimal:
+    try:
+        return parse_quantity(value)
+    except ValueError:
+        return Decimal(0)
+
+
+def _cq_usage(cq: ClusterQueue) -> str:
+    """USAGE: per flavor in use, each resource's reserved amount over its nominal quota."""
+    status = cq.status.flavors_reservation or []
+    used = {(f.name, r.name): r.total for f in status for r in f.resources}
+    parts = []
+    for group in cq.spec.resource_groups or []:
+        for flavor in group.flavors:
+            if not any(_amount(used.get((flavor.name, q.name), "0")) for q in flavor.resources):
+                continue
+            cells = [f"{q.name} {used.get((flavor.name, q.name), '0')}/{q.nominal_quota}" for q in flavor.resources]
+            parts.append(f"{flavor.name}: {', '.join(cells)}")
+    return "; ".join(parts) or "<none>"
+
+
+def _borrowed(status: list[FlavorUsage] | None) -> str:
+    """BORROWED: per flavor, the resources reserved above their nominal quota."""
+    parts = []
+    for flavor in status or []:
+        cells = [f"{r.name} {r.borrowed}" for r in flavor.resources if _amount(r.borrowed)]
+        if cells:
+            parts.append(f"{flavor.name}: {', '.join(cells)}")
+    return "; ".join(parts) or "<none>"
 
 
 # --- Events --------------------------------------------------------------------------------
@@ -180,13 +236,17 @@ COLUMNS: dict[str, list[tuple[str, Cell, bool]]] = {
     "ClusterQueue": [("COHORT", lambda cq: cq.spec.cohort_name or "", False),
                      ("STRATEGY", lambda cq: cq.spec.queueing_strategy, True),
                      ("PENDING WORKLOADS", lambda cq: str(cq.status.pending_workloads), False),
-                     ("ADMITTED WORKLOADS", lambda cq: str(cq.status.admitted_workloads), True)],
+                     ("ADMITTED WORKLOADS", lambda cq: str(cq.status.admitted_workloads), False),
+                     ("USAGE", _cq_usage, False),
+                     ("BORROWED", lambda cq: _borrowed(cq.status.flavors_reservation), False)],
     "LocalQueue": [("CLUSTERQUEUE", lambda lq: lq.spec.cluster_queue, False),
                    ("PENDING WORKLOADS", lambda lq: str(lq.status.pending_workloads), False),
                    ("ADMITTED WORKLOADS", lambda lq: str(lq.status.admitted_workloads), False)],
     "Workload": [("QUEUE", lambda wl: wl.spec.queue_name or "", False), ("RESERVED IN", _reserved_in, False),
                  ("ADMITTED", lambda wl: _condition_status(wl, "Admitted"), False),
-                 ("FINISHED", lambda wl: _condition_status(wl, "Finished"), False), ("AGE", age, False)],
+                 ("FINISHED", lambda wl: _condition_status(wl, "Finished"), False), ("AGE", age, False),
+                 ("PRIORITY", lambda wl: "" if wl.spec.priority is None else str(wl.spec.priority), True),
+                 ("REASON", _wl_reason, True), ("MESSAGE", _wl_message, True)],
     "WorkloadPriorityClass": [("VALUE", lambda pc: str(pc.value), False)],
     "ResourceFlavor": [("AGE", age, False)],
 }

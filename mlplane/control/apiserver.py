@@ -5,12 +5,13 @@ Paths follow the Kubernetes API (https://kubernetes.io/docs/reference/using-api/
 ``namespaces/{ns}/{plural}[/{name}[/{subresource}]]`` or ``{plural}[/{name}[/{subresource}]]``.
 Kinds are looked up in ``REGISTRY``, so a kind registered by any plane is served without change
 here. Subresources: ``status`` (GET/PUT/PATCH), ``pods/{name}/binding`` (POST) and
-``pods/{name}/log`` (GET, optionally following the file as it grows).
+``pods/{name}/log`` (GET, optionally following the file as it grows). ``GET /metrics`` serves the
+workload plane's Prometheus metrics (``mlplane.control.metrics``).
 
 Errors are metav1.Status objects with the matching HTTP code. Watches are chunked streams of
 newline-delimited ``{"type": ..., "object": ...}`` events, written from the store's JSON without
 decoding it. The server binds to 127.0.0.1 unless told otherwise, and any other address requires a
-bearer token.
+bearer token, on every path but ``/healthz``, and ``/metrics`` when asked from a loopback address.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from mlplane.api.errors import (ApiError, BadRequest, Invalid, MethodNotAllowed,
                                 RequestHeaderFieldsTooLarge, Unauthorized, UnsupportedMediaType)
 from mlplane.api.meta import Object
 from mlplane.api.registry import REGISTRY, Kind
+from mlplane.control import metrics
 from mlplane.control.node.logs import find_log
 from mlplane.control.store.embedded import EmbeddedStore
 
@@ -244,11 +246,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = self.close_connection or length > 0  # its body stays unread
                 raise
             body = self._read_body(length)
-            if url.path in ("/healthz", "/version"):
+            if url.path in ("/healthz", "/version", "/metrics"):
                 if method != "GET":
                     raise MethodNotAllowed(f"{method} is not supported on {url.path}")
                 if url.path == "/healthz":
                     self._send(200, b"ok", "text/plain; charset=utf-8")
+                elif url.path == "/metrics":
+                    self._send(200, metrics.scrape(self.api.store).encode(), metrics.CONTENT_TYPE)
                 else:
                     self._send_json(200, json.dumps(self.api.version_info()).encode())
                 return
@@ -303,6 +307,8 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.api.token
         if token is None or path == "/healthz":
             return
+        if path == "/metrics" and _is_loopback(self.client_address[0]):
+            return  # a scraper on the same machine needs no token
         given = self.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):

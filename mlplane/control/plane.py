@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mlplane.api.core import Namespace
 from mlplane.api.errors import AlreadyExists
+from mlplane.api.kueue import Configuration
 from mlplane.api.meta import ObjectMeta
 from mlplane.control.apiserver import ApiServer
 from mlplane.control.controllers.job import JobController
@@ -45,6 +46,7 @@ class PlaneConfig:
     node_labels: dict[str, str] = field(default_factory=dict)
     job_backoff: float = 10.0  # upstream's pod-failure backoff base
     crash_backoff: float = 10.0  # upstream's CrashLoopBackOff base
+    kueue_config: Configuration | None = None  # Kueue's config file (fairSharing, waitForPodsReady)
 
 
 class ControlPlane:
@@ -95,7 +97,7 @@ class ControlPlane:
                     pass
             self.apiserver.start()
             self._parts = [Scheduler(self.store), JobController(self.store, backoff_base=cfg.job_backoff),
-                           KueueController(self.store)]
+                           KueueController(self.store, config=cfg.kueue_config)]
             if cfg.run_node:
                 self.agent = NodeAgent(self.store, self.data_dir, cfg.node_name, cpu=cfg.cpu, memory=cfg.memory,
                                        labels=cfg.node_labels, crash_backoff=cfg.crash_backoff)

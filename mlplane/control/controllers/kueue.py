@@ -37,7 +37,35 @@ tried in the next pass; the set-aside workloads return once quota is released (a
 is evicted or deleted) or a queue, cohort or flavor changes (Kueue's inadmissible workloads).
 
 ClusterQueue and LocalQueue status (pendingWorkloads, reservingWorkloads, admittedWorkloads,
-flavorsReservation, flavorsUsage) is written after every pass, only when it changed.
+flavorsReservation, flavorsUsage) is written after every pass, only when it changed, and each
+ClusterQueue gets the condition ``Active``: True (Ready, "Can admit new workloads") or False with
+the first of the reasons Stopped, FlavorNotFound and the message listing them all
+(pkg/cache/scheduler/clusterqueue.go inactiveReason). A ClusterQueue or LocalQueue with
+``stopPolicy: HoldAndDrain`` evicts its admitted workloads (``Evicted=True``, reason
+ClusterQueueStopped / LocalQueueStopped, pkg/controller/core/workload_controller.go); they are
+released and requeued like preempted ones.
+
+The Configuration (config.kueue.x-k8s.io/v1beta1), when given, is handed to the admission core, so
+``fairSharing`` applies, and drives ``waitForPodsReady`` (pkg/controller/core/workload_controller.go,
+pkg/controller/jobframework/reconciler.go, site "Setup All-or-nothing with ready Pods"):
+
+- every Workload carries ``PodsReady``: False (WaitForStart, "Not all pods are ready or succeeded")
+  until it is admitted and ready+succeeded pods reach min(parallelism, completions) (the Job
+  integration's PodsReady); then True (Started, or Recovered after a WaitForRecovery), "All pods
+  reached readiness and the workload is running"; a ready workload that loses a pod turns False
+  (WaitForRecovery, "At least one pod has failed, waiting for recovery"). The condition is kept
+  whether or not waitForPodsReady is enabled, as upstream;
+- with ``enable: true``, an admitted workload not PodsReady within ``timeout`` of its admission
+  (or within ``recoveryTimeout`` of losing readiness, when set) is evicted: ``Evicted=True``,
+  reason PodsReadyTimeout, "Exceeded the PodsReady timeout <ns>/<name>"; its Job is stopped, its
+  quota released and it is requeued after backoffBaseSeconds·2^(n-1) s (capped at
+  backoffMaxSeconds; requeuingStrategy's base and cap then apply to every eviction). Past
+  ``backoffLimitCount`` requeues it is deactivated instead (``spec.active: false``, ``Evicted=True``
+  reason DeactivatedDueToRequeuingLimitExceeded) and not queued again. The timers are work-queue
+  requeues at the deadline, not polling. ``requeuingStrategy.timestamp`` is not interpreted (the
+  queue order always uses the creation time);
+- with ``blockAdmission`` (default: as ``enable``), no workload is admitted while any admitted
+  workload is not yet PodsReady (the scheduler waits, as upstream's PodsReadyForAllAdmittedWorkloads).
 
 Reconciles read from the store, not the informer caches, so an admission pass always sees the
 previous pass's writes and never admits twice into the same quota. One worker runs every key, so
@@ -56,10 +84,10 @@ from datetime import datetime, timezone
 from mlplane.api.batch import Job
 from mlplane.api.core import Namespace
 from mlplane.api.errors import NotFound
-from mlplane.api.kueue import (Admission, ClusterQueue, ClusterQueueStatus, Cohort, FlavorUsage, LocalQueue,
-                               LocalQueueFlavorUsage, LocalQueueResourceUsage, LocalQueueStatus, PodSet,
+from mlplane.api.kueue import (Admission, ClusterQueue, ClusterQueueStatus, Cohort, Configuration, FlavorUsage,
+                               LocalQueue, LocalQueueFlavorUsage, LocalQueueResourceUsage, LocalQueueStatus, PodSet,
                                PriorityClassRef, RequeueState, ResourceFlavor, ResourceUsage, Workload,
-                               WorkloadPriorityClass, WorkloadSpec)
+                               WorkloadPriorityClass, WorkloadSpec, duration_seconds)
 from mlplane.api.meta import Object, ObjectMeta, controller_of, find_condition, is_true, owner_reference, parse_time, \
     set_condition
 from mlplane.api.quantity import milli
@@ -86,6 +114,12 @@ _BLOCKED_REASONS = (model.INADMISSIBLE, model.MISCONFIGURED)
 # Reasons of a head that could not be admitted (as opposed to one waiting behind another head, or
 # for its victims to go): a BestEffortFIFO queue sets such a head aside.
 _NOT_SET_ASIDE = (model.PENDING, model.WAITING_FOR_PREEMPTED_WORKLOADS) + _BLOCKED_REASONS
+# PodsReady (pkg/controller/jobframework/reconciler.go generatePodsReadyCondition).
+_NOT_READY = "Not all pods are ready or succeeded"
+_RECOVERING = "At least one pod has failed, waiting for recovery"
+_READY = "All pods reached readiness and the workload is running"
+_DEACTIVATED = "DeactivatedDueToRequeuingLimitExceeded"
+_DEACTIVATED_MESSAGE = "The workload is deactivated due to exceeding the maximum number of re-queuing retries"
 
 
 def workload_name(job: Job) -> str:
@@ -117,14 +151,29 @@ def _job_key_of_workload(wl: Object) -> str | None:
 class KueueController:
     """Queues labelled Jobs through Workloads and admits them with Kueue's semantics.
 
+    ``config``: the Kueue Configuration (fairSharing, waitForPodsReady); None is Kueue's defaults.
     ``backoff_base``/``backoff_max`` (seconds) shape the requeue delay after an eviction
-    (Kueue's waitForPodsReady.requeuingStrategy defaults: 60 s doubling, capped at 3600 s)."""
+    (Kueue's waitForPodsReady.requeuingStrategy defaults: 60 s doubling, capped at 3600 s); a
+    Configuration with waitForPodsReady replaces them with its requeuingStrategy."""
 
-    def __init__(self, store: Store, *, recorder: EventRecorder | None = None, backoff_base: float = 60.0,
-                 backoff_max: float = 3600.0):
+    def __init__(self, store: Store, *, config: Configuration | None = None, recorder: EventRecorder | None = None,
+                 backoff_base: float = 60.0, backoff_max: float = 3600.0):
         self.store = store
+        self.config = config
         self.recorder = recorder or EventRecorder(store, COMPONENT)
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.backoff_limit: int | None = None
+        wait = config.wait_for_pods_ready if config is not None and config.wait_for_pods_ready_enabled else None
+        self.pods_ready_timeout = self.recovery_timeout = None
+        self.block_admission = False
+        if wait is not None:
+            strategy = wait.requeuing_strategy
+            self.backoff_base, self.backoff_max = float(strategy.backoff_base_seconds), float(
+                strategy.backoff_max_seconds)
+            self.backoff_limit = strategy.backoff_limit_count
+            self.pods_ready_timeout = duration_seconds(wait.timeout)
+            self.recovery_timeout = None if wait.recovery_timeout is None else duration_seconds(wait.recovery_timeout)
+            self.block_admission = bool(wait.block_admission)
         self._lock = threading.Lock()
         self._set_aside: set[str] = set()  # keys of BestEffortFIFO heads that could not be admitted
         self.controller = Controller(COMPONENT, self.reconcile, workers=1)
@@ -205,16 +254,73 @@ class KueueController:
         if is_finished(job):
             self._finish(wl, job)
             return None
+        wl = self._sync_pods_ready(wl, job)
+        wake = self._pods_ready_timeout(wl)
+        if isinstance(wake, Workload):
+            wl, wake = wake, None
         evicted = find_condition(wl.status.conditions, "Evicted")
         evicting = evicted is not None and evicted.status == "True"
-        running = _reserved(wl) and is_true(wl.status.conditions, "Admitted") and not evicting
+        running = _admitted(wl) and not evicting
         if running and job.spec.suspend:
-            self._start_job(job, wl)
+            job = self._start_job(job, wl)
         elif not running:
             job = self._stop_job(job, wl, evicted.message if evicting else None)
         if evicting and _reserved(wl) and job.spec.suspend and not job.status.active:
-            self._release(wl, evicted.reason or "Preempted", evicted.message or "")
-        return None
+            wl = self._release(wl, evicted.reason or "Preempted", evicted.message or "")
+            self._sync_pods_ready(wl, job)
+        return wake
+
+    def _sync_pods_ready(self, wl: Workload, job: Job) -> Workload:
+        """Write the PodsReady condition when it changes (generatePodsReadyCondition)."""
+        current = find_condition(wl.status.conditions, "PodsReady")
+        if not _admitted(wl):
+            wanted = ("False", "WaitForStart", _NOT_READY)
+        elif _job_pods_ready(job):
+            recovered = current is not None and current.reason in ("WaitForRecovery", "Recovered")
+            wanted = ("True", "Recovered" if recovered else "Started", _READY)
+        elif current is not None and (current.status == "True" or current.reason == "WaitForRecovery"):
+            wanted = ("False", "WaitForRecovery", _RECOVERING)
+        else:
+            wanted = ("False", "WaitForStart", _NOT_READY)
+        if current is not None and (current.status, current.reason, current.message) == wanted:
+            return wl
+        wl.status.conditions = set_condition(wl.status.conditions, "PodsReady", *wanted)
+        return self.store.update_status(wl)
+
+    def _pods_ready_timeout(self, wl: Workload) -> Workload | Requeue | None:
+        """Evict an admitted workload that is not PodsReady in time (reconcileNotReadyTimeout):
+        the evicted Workload, a Requeue at the deadline, or None when there is nothing to wait for."""
+        if self.pods_ready_timeout is None or not wl.spec.active or not _admitted(wl) or \
+                is_true(wl.status.conditions, "Evicted"):
+            return None
+        ready = find_condition(wl.status.conditions, "PodsReady")
+        if ready is not None and ready.status == "True":
+            return None
+        if ready is not None and ready.reason == "WaitForRecovery":
+            if self.recovery_timeout is None:
+                return None
+            since, timeout = ready.last_transition_time, self.recovery_timeout
+        else:
+            since, timeout = find_condition(wl.status.conditions, "Admitted").last_transition_time, \
+                self.pods_ready_timeout
+        started = parse_time(since)
+        remaining = timeout - (time.time() - started.timestamp()) if started is not None else 0.0
+        if remaining > 0:
+            return Requeue(remaining)
+        count = (wl.status.requeue_state.count or 0) if wl.status.requeue_state else 0
+        if self.backoff_limit is not None and count + 1 > self.backoff_limit:
+            # triggerDeactivationOrBackoffRequeue: past the limit the workload is deactivated.
+            wl.spec.active = False
+            wl = self.store.update(wl)
+            return self._evict(wl, _DEACTIVATED, _DEACTIVATED_MESSAGE)
+        return self._evict(wl, "PodsReadyTimeout", f"Exceeded the PodsReady timeout {wl.key}")
+
+    def _evict(self, wl: Workload, reason: str, message: str) -> Workload:
+        """workload.Evict: Evicted=True; the Job side then stops the Job and releases the quota."""
+        wl.status.conditions = set_condition(wl.status.conditions, "Evicted", "True", reason, message)
+        wl = self.store.update_status(wl)
+        self.recorder.normal(wl, f"EvictedDueTo{reason}", message)
+        return wl
 
     def _create_workload(self, job: Job, queue: str) -> Workload | None:
         spec = job.spec
@@ -250,7 +356,7 @@ class KueueController:
                 pass  # deleted since admission: nothing to inject for it
         return out
 
-    def _start_job(self, job: Job, wl: Workload) -> None:
+    def _start_job(self, job: Job, wl: Workload) -> Job:
         """Unsuspend with the admitted flavors' nodeLabels and tolerations (RunWithPodSetsInfo)."""
         pod = job.spec.template.spec
         selector = dict(pod.node_selector or {})
@@ -264,8 +370,9 @@ class KueueController:
         if assignment.count is not None:
             job.spec.parallelism = assignment.count  # partial admission
         job.spec.suspend = False
-        self.store.update(job)
+        job = self.store.update(job)
         self.recorder.normal(job, "Started", f"Admitted by clusterQueue {wl.status.admission.cluster_queue}")
+        return job
 
     def _stop_job(self, job: Job, wl: Workload | None, message: str | None) -> Job:
         """Suspend the Job, clear its startTime and restore the pod template's nodeSelector,
@@ -300,18 +407,20 @@ class KueueController:
         self.store.update_status(wl)
         self.recorder.normal(wl, "Finished", message)
 
-    def _release(self, wl: Workload, reason: str, message: str) -> None:
+    def _release(self, wl: Workload, reason: str, message: str) -> Workload:
         """The evicted Job has stopped: give the quota back and requeue with backoff
-        (UnsetQuotaReservationWithCondition, then the requeueState of KEP-1282)."""
-        previous = wl.status.requeue_state
-        count = ((previous.count or 0) if previous else 0) + 1
-        delay = min(self.backoff_base * 2 ** (count - 1), self.backoff_max)
+        (UnsetQuotaReservationWithCondition, then the requeueState of KEP-1282). A deactivated
+        workload is not requeued."""
         conditions = set_condition(wl.status.conditions, "QuotaReserved", "False", "Pending", message)
         conditions = set_condition(conditions, "Admitted", "False", "NoReservation", "The workload has no reservation")
         wl.status.conditions = set_condition(conditions, "Requeued", "False", reason, message)
         wl.status.admission = None
-        wl.status.requeue_state = RequeueState(count=count, requeue_at=_stamp(math.ceil(time.time() + delay)))
-        self.store.update_status(wl)
+        if wl.spec.active:
+            previous = wl.status.requeue_state
+            count = ((previous.count or 0) if previous else 0) + 1
+            delay = min(self.backoff_base * 2 ** (count - 1), self.backoff_max)
+            wl.status.requeue_state = RequeueState(count=count, requeue_at=_stamp(math.ceil(time.time() + delay)))
+        return self.store.update_status(wl)
 
     # -- admission (the scheduler) --------------------------------------------------------------
     def _admit(self) -> Requeue | None:
@@ -324,10 +433,15 @@ class KueueController:
             set_aside = set(self._set_aside)
         wake: float | None = None
         candidates: list[Workload] = []
+        queues = {o.name: o for o in config if isinstance(o, ClusterQueue)}
+        local_queues = {o.key: o for o in config if isinstance(o, LocalQueue)}
+        cq_of = {key: lq.spec.cluster_queue for key, lq in local_queues.items()}
         for key, wl in workloads.items():
-            if _finished(wl):
-                continue
-            if not _reserved(wl):
+            if _finished(wl) or not (wl.spec.active or _reserved(wl)):
+                continue  # an inactive workload is in no queue
+            if _reserved(wl):
+                wl = workloads[key] = self._drain(wl, queues, local_queues)
+            else:
                 at = parse_time(wl.status.requeue_state.requeue_at if wl.status.requeue_state else None)
                 if at is not None:
                     if at.timestamp() > now:
@@ -337,17 +451,24 @@ class KueueController:
                 if key in set_aside:
                     continue
             candidates.append(wl)
-        result = snapshot.schedule([*config, *candidates], now, 1)
+        if self.block_admission and any(_reserved(wl) and not is_true(wl.status.conditions, "PodsReady")
+                                        for wl in candidates):
+            # blockAdmission: the scheduler waits until every admitted workload is PodsReady.
+            self._write_queue_status(config, [wl for wl in workloads.values() if not _finished(wl)], cq_of)
+            return None if wake is None else Requeue(max(0.0, wake - time.time()))
+        extra = [self.config] if self.config is not None else []
+        result = snapshot.schedule([*config, *extra, *candidates], now, 1)
 
         for key, admission in result.admitted.items():
             workloads[key] = self._write_admission(workloads[key], admission.to_dict())
         for key, preempted in result.preempted.items():
             workloads[key] = self._write_preemption(workloads[key], preempted.reason, preempted.message)
-        cq_of = {f"{lq.namespace}/{lq.name}": lq.spec.cluster_queue for lq in config if isinstance(lq, LocalQueue)}
         strategy = {cq.name: cq.spec.queueing_strategy for cq in config if isinstance(cq, ClusterQueue)}
         newly_set_aside = set()
         for key, pending in result.pending.items():
-            workloads[key] = self._write_pending(workloads[key], pending.reason, pending.message)
+            # The core's message, then the numbers behind it ("requested 8, available 2 (nominal 4, ...)").
+            message = "\n".join((pending.message, *pending.details))
+            workloads[key] = self._write_pending(workloads[key], pending.reason, message)
             wl = workloads[key]
             cq = cq_of.get(f"{wl.namespace}/{wl.spec.queue_name}")
             if pending.reason not in _NOT_SET_ASIDE and strategy.get(cq or "") == model.BEST_EFFORT_FIFO:
@@ -356,6 +477,19 @@ class KueueController:
             self._set_aside |= newly_set_aside
         self._write_queue_status(config, [wl for wl in workloads.values() if not _finished(wl)], cq_of)
         return None if wake is None else Requeue(max(0.0, wake - time.time()))
+
+    def _drain(self, wl: Workload, queues: dict[str, ClusterQueue], local_queues: dict[str, LocalQueue]) -> Workload:
+        """HoldAndDrain on the workload's ClusterQueue or LocalQueue evicts it
+        (reconcileOnClusterQueueActiveState / reconcileOnLocalQueueActiveState)."""
+        if is_true(wl.status.conditions, "Evicted"):
+            return wl
+        cq = queues.get(wl.status.admission.cluster_queue)
+        if cq is not None and cq.spec.stop_policy == "HoldAndDrain":
+            return self._evict(wl, "ClusterQueueStopped", "The ClusterQueue is stopped")
+        lq = local_queues.get(f"{wl.namespace}/{wl.spec.queue_name}")
+        if lq is not None and lq.spec.stop_policy == "HoldAndDrain":
+            return self._evict(wl, "LocalQueueStopped", "The LocalQueue is stopped")
+        return wl
 
     def _backoff_finished(self, wl: Workload) -> Workload:
         wl.status.conditions = set_condition(wl.status.conditions, "Requeued", "True", "BackoffFinished",
@@ -400,12 +534,14 @@ class KueueController:
     # -- queue status ------------------------------------------------------------------------------
     def _write_queue_status(self, config: list[Object], workloads: list[Workload], cq_of: dict[str, str]) -> None:
         queues = {cq.name: cq for cq in config if isinstance(cq, ClusterQueue)}
+        flavors = {rf.name for rf in config if isinstance(rf, ResourceFlavor)}
         for obj in config:
             if isinstance(obj, ClusterQueue):
                 mine = [wl for wl in workloads if (wl.status.admission.cluster_queue if _reserved(wl) else
                                                    cq_of.get(f"{wl.namespace}/{wl.spec.queue_name}")) == obj.name]
                 status = obj.status.model_copy(deep=True)
                 _count(status, mine)
+                status.conditions = set_condition(status.conditions, "Active", *_active(obj, flavors))
                 status.flavors_reservation = _cq_usage(obj, [wl for wl in mine if _reserved(wl)])
                 status.flavors_usage = _cq_usage(obj, [wl for wl in mine if _admitted(wl)])
             elif isinstance(obj, LocalQueue):
@@ -424,6 +560,31 @@ class KueueController:
 
 def _admitted(wl: Workload) -> bool:
     return _reserved(wl) and is_true(wl.status.conditions, "Admitted")
+
+
+def _job_pods_ready(job: Job) -> bool:
+    """The batch/v1 Job integration's PodsReady: ready + succeeded pods reach
+    min(parallelism, completions) (pkg/controller/jobs/job/job_controller.go)."""
+    spec = job.spec
+    wanted = 1 if spec.parallelism is None else spec.parallelism
+    if spec.completions is not None:
+        wanted = min(wanted, spec.completions)
+    return (job.status.ready or 0) + (job.status.succeeded or 0) >= wanted
+
+
+def _active(cq: ClusterQueue, flavors: set[str]) -> tuple[str, str, str]:
+    """The ClusterQueue's Active condition: status, reason, message (clusterqueue.go inactiveReason)."""
+    reasons, messages = [], []
+    if cq.spec.stop_policy != "None":
+        reasons.append("Stopped")
+        messages.append("is stopped")
+    missing = [f.name for g in cq.spec.resource_groups or [] for f in g.flavors if f.name not in flavors]
+    if missing:
+        reasons.append("FlavorNotFound")
+        messages.append(f"references missing ResourceFlavor(s): [{' '.join(missing)}]")
+    if not reasons:
+        return "True", "Ready", "Can admit new workloads"
+    return "False", reasons[0], f"Can't admit new workloads: {', '.join(messages)}."
 
 
 def _count(status: ClusterQueueStatus | LocalQueueStatus, workloads: list[Workload]) -> None:

@@ -25,7 +25,10 @@ A port of pkg/scheduler/scheduler.go ``schedule()`` (classical mode) over a ``St
    and admitted workloads join the snapshot.
 
 ``schedule_workloads`` runs N cycles and returns a ``Result``: admitted (with the
-podSetAssignments), preempted (with the reason) and pending (with why).
+podSetAssignments), preempted (with the reason) and pending (with why). For incremental use (a
+live controller, the benchmark) a ``Scheduler`` is driven with ``add`` (a new pending workload),
+``finish`` (an admitted one is done: its quota is released), ``advance`` (the clock) and
+``cycle`` (one scheduling cycle, returning a ``CycleResult``).
 """
 
 from __future__ import annotations
@@ -88,6 +91,18 @@ class Result:
                 "pending": {k: p.message for k, p in sorted(self.pending.items())}}
 
 
+@dataclass
+class CycleResult:
+    """What one scheduling cycle did. ``heads``: workloads offered (0: no ClusterQueue had one,
+    and nothing was done); ``admitted``: key -> the workload as admitted (``admission``,
+    ``usage``, ``reserved_at`` set), now part of the snapshot; ``preempted``: key -> why, for
+    workloads evicted at the end of the cycle (their quota released, queued again)."""
+
+    heads: int = 0
+    admitted: dict[str, Workload] = field(default_factory=dict)
+    preempted: dict[str, Preempted] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Entry:
     """A head being scheduled in one cycle (Kueue's scheduler entry)."""
@@ -144,62 +159,93 @@ class Scheduler:
         self.order = tournament_order(state, fair_sharing) if fair_sharing is not None else order
         self.result = Result()
         self.queues: dict[str, _Queue] = {name: _Queue(cq.queueing_strategy) for name, cq in state.queues.items()}
-        self._cohort_members: dict[str, list[str]] = {}
-        for name in sorted(state.queues):
-            root = state.node(name).root()
-            self._cohort_members.setdefault(root.name if root.is_cohort else name, []).append(name)
+        self._parked: dict[str, set[str]] = {}  # cohort tree -> its ClusterQueues with set-aside workloads
         self._last: dict[str, Pending] = {}
         for wl in pending:
             self._enqueue(wl)
 
-    def _enqueue(self, wl: Workload) -> None:
+    # --- incremental use ----------------------------------------------------------------------------
+
+    def add(self, wl: Workload) -> Pending | None:
+        """Queue a pending workload in its ClusterQueue; returns why it cannot be queued (a
+        missing or inactive ClusterQueue, a blocked workload), or None once it is queued."""
         if wl.blocked is not None:
-            self.result.pending[wl.key] = Pending(*wl.blocked)
-            return
+            return Pending(*wl.blocked)
         cq = self.state.queues.get(wl.cluster_queue or "")
         if cq is None:
-            self.result.pending[wl.key] = Pending(INADMISSIBLE, f"ClusterQueue {wl.cluster_queue} doesn't exist")
-            return
+            return Pending(INADMISSIBLE, f"ClusterQueue {wl.cluster_queue} doesn't exist")
         if cq.inactive:
-            self.result.pending[wl.key] = Pending(INADMISSIBLE, f"ClusterQueue {cq.name} is inactive: {cq.inactive}")
-            return
+            return Pending(INADMISSIBLE, f"ClusterQueue {cq.name} is inactive: {cq.inactive}")
         self.queues[cq.name].push(wl)
+        return None
+
+    def finish(self, wl: Workload) -> None:
+        """An admitted workload is done (finished or deleted): release its quota and offer the
+        set-aside workloads of its cohort tree again, as Kueue's queue manager does when usage
+        in a cohort drops (pkg/queue/manager.go QueueInadmissibleWorkloads)."""
+        admitted = self.state.admitted.get(wl.cluster_queue or "", {}).get(wl.key)
+        if admitted is None:
+            raise KeyError(f"Workload {wl.key} is not admitted in ClusterQueue {wl.cluster_queue}")
+        self.state.remove_workload(admitted)
+        self._reactivate({admitted.cluster_queue})
+
+    def advance(self, now: float) -> None:
+        """Move the clock (seconds since the epoch) that stamps admissions; never backwards."""
+        if now < self.now:
+            raise ValueError(f"Scheduler.advance: time {now} is before the current time {self.now}")
+        self.now = now
+
+    def _enqueue(self, wl: Workload) -> None:
+        why = self.add(wl)
+        if why is not None:
+            self.result.pending[wl.key] = why
+
+    def _reactivate(self, queues: set[str]) -> None:
+        """Re-offer the set-aside workloads of every ClusterQueue sharing a cohort tree with ``queues``."""
+        for group in {self._group_of(name) for name in queues}:
+            for name in self._parked.pop(group, ()):
+                self.queues[name].reactivate()
 
     # --- the cycle ----------------------------------------------------------------------------------
 
     def run(self, cycles: int = 1) -> Result:
+        """Up to ``cycles`` cycles (fewer once no queue has work); the run's ``Result``."""
+        result = self.result
         for _ in range(cycles):
-            if not self.cycle():
+            done = self.cycle()
+            if not done.heads:
                 break
+            for key, wl in done.admitted.items():
+                result.admitted[key] = Admission(wl.cluster_queue, wl.admission)
+                result.pending.pop(key, None)
+                result.preempted.pop(key, None)
+            for key, why in done.preempted.items():
+                result.admitted.pop(key, None)
+                result.preempted[key] = why
         self._describe_waiting()
-        return self.result
+        return result
 
-    def cycle(self) -> bool:
-        """One scheduling cycle; False when no ClusterQueue had a workload to offer."""
+    def cycle(self) -> CycleResult:
+        """One scheduling cycle (``heads`` 0 when no ClusterQueue had a workload to offer)."""
         heads = [wl for name in sorted(self.queues) if (wl := self.queues[name].pop()) is not None]
+        done = CycleResult(len(heads))
         if not heads:
-            return False
+            return done
         entries = [self._nominate(wl) for wl in heads]
         preempted: dict[str, Target] = {}
         charges: list[tuple[QuotaNode, dict[FlavorResource, int]]] = []  # usage of non-admitted entries
-        admitted: list[Workload] = []
         for e in self.order(entries):
-            self._process(e, preempted, charges, admitted)
+            self._process(e, preempted, charges, done)
         for node, usage in charges:
             node.remove_usages(usage)
-        for wl in admitted:
-            self.state.admitted[wl.cluster_queue][wl.key] = wl  # usage already counted
-        freed: set[str] = set()
+        for key, wl in done.admitted.items():
+            self.state.admitted[wl.cluster_queue][key] = wl  # usage already counted
         for key, target in sorted(preempted.items()):
             victim = target.workload
             self.state.remove_workload(victim)
-            self.result.admitted.pop(key, None)
-            freed.add(victim.cluster_queue)
             self._enqueue(replace(victim, admission=None, reserved_at=None, evicted=False, _usage=None))
-        for group in {self._group_of(name) for name in freed}:
-            for name in self._cohort_members[group]:
-                self.queues[name].reactivate()
-        return True
+        self._reactivate({t.workload.cluster_queue for t in preempted.values()})
+        return done
 
     def _group_of(self, cq: str) -> str:
         root = self.state.node(cq).root()
@@ -227,7 +273,7 @@ class Scheduler:
                 return reduced
         return Entry(wl, cq, full, [])
 
-    def _process(self, e: Entry, preempted: dict[str, Target], charges: list, admitted: list[Workload]) -> None:
+    def _process(self, e: Entry, preempted: dict[str, Target], charges: list, done: CycleResult) -> None:
         """Kueue's processEntry."""
         wl, cq, assignment = e.wl, e.cq, e.assignment
         node = self.state.node(cq.name)
@@ -265,7 +311,7 @@ class Scheduler:
             charges.append((node, usage))
             for t in e.targets:
                 preempted[t.workload.key] = t
-                self.result.preempted[t.workload.key] = Preempted(
+                done.preempted[t.workload.key] = Preempted(
                     t.reason, f"Preempted to accommodate a workload (UID: {wl.uid}) due to {HUMAN_REASONS[t.reason]}",
                     wl.key)
             message = f"{assignment.message()}. Pending the preemption of {len(e.targets)} workload(s)"
@@ -274,12 +320,7 @@ class Scheduler:
         pod_sets = tuple(PodSetAdmission(ps.name, ps.count, {r: c.flavor for r, c in ps.flavors.items()},
                                          {r: ps.requests[r] for r in ps.flavors})
                          for ps in assignment.pod_sets)
-        admission = Admission(cq.name, pod_sets)
-        done = replace(wl, admission=pod_sets, reserved_at=self.now, _usage=usage)
-        admitted.append(done)
-        self.result.admitted[wl.key] = admission
-        self.result.pending.pop(wl.key, None)
-        self.result.preempted.pop(wl.key, None)
+        done.admitted[wl.key] = replace(wl, admission=pod_sets, reserved_at=self.now, _usage=usage)
         self._last.pop(wl.key, None)
 
     def _set_aside(self, queue: _Queue, wl: Workload, why: Pending) -> None:
@@ -287,6 +328,7 @@ class Scheduler:
         self._last[wl.key] = why
         if queue.strategy == BEST_EFFORT_FIFO:
             queue.inadmissible[wl.key] = wl
+            self._parked.setdefault(self._group_of(wl.cluster_queue), set()).add(wl.cluster_queue)
         else:
             queue.push(wl)
 

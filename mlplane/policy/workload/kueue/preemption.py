@@ -132,14 +132,15 @@ class Preemptor:
     def _collect(self, wl: Workload, cq: ClusterQueue, own: QuotaNode, cohort: QuotaNode, root: QuotaNode,
                  skip: QuotaNode | None, advantage: bool, frs: set[FlavorResource], out: list[_Candidate]) -> None:
         """Candidates in the over-nominal parts of ``cohort``'s subtree, except ``skip``."""
-        for child in cohort.child_cohorts:
-            if child is skip or child.within_nominal(frs):
+        # Only children above their quota can hold candidates (the tree keeps that set), so a
+        # cohort of many ClusterQueues costs what its over-quota members cost, not its size.
+        for child in cohort.children_over_quota():
+            if child is skip or child is own or child.within_nominal(frs):
                 continue
-            self._collect(wl, cq, own, child, root, skip, advantage, frs, out)
-        for child in cohort.child_queues:
-            if child is own or child.within_nominal(frs):
-                continue
-            out.extend(self._from_queue(wl, cq, child.name, root, frs, advantage))
+            if child.is_cohort:
+                self._collect(wl, cq, own, child, root, skip, advantage, frs, out)
+            else:
+                out.extend(self._from_queue(wl, cq, child.name, root, frs, advantage))
 
     def _from_queue(self, wl: Workload, cq: ClusterQueue, queue: str, lca: QuotaNode | None,
                     frs: set[FlavorResource], advantage: bool) -> list[_Candidate]:

@@ -50,7 +50,8 @@ _NO_QUOTA = Quota()
 class QuotaNode:
     """One ClusterQueue (``is_cohort`` False) or Cohort in the tree, with its quotas and usage."""
 
-    __slots__ = ("name", "is_cohort", "parent", "child_cohorts", "child_queues", "quotas", "subtree", "usage")
+    __slots__ = ("name", "is_cohort", "parent", "child_cohorts", "child_queues", "quotas", "subtree", "usage",
+                 "over", "over_children")
 
     def __init__(self, name: str, is_cohort: bool, quotas: Mapping[FlavorResource, Quota] | None = None):
         self.name = name
@@ -61,6 +62,11 @@ class QuotaNode:
         self.quotas: dict[FlavorResource, Quota] = dict(quotas or {})
         self.subtree: dict[FlavorResource, int] = {}
         self.usage: dict[FlavorResource, int] = {}
+        # Kept by add_usage/remove_usage (and QuotaTree.build): the frs whose usage is above the
+        # subtree quota, and the children that have at least one such fr, so that preemption
+        # visits only the over-quota parts of a cohort instead of every child.
+        self.over: set[FlavorResource] = set()
+        self.over_children: set[QuotaNode] = set()
 
     def __repr__(self) -> str:
         kind = "Cohort" if self.is_cohort else "ClusterQueue"
@@ -115,8 +121,12 @@ class QuotaNode:
 
     def within_nominal(self, frs: Iterable[FlavorResource]) -> bool:
         """Kueue's IsWithinNominalInResources: usage <= subtree quota on every fr."""
-        usage, subtree = self.usage, self.subtree
-        return all(usage.get(fr, 0) <= subtree.get(fr, 0) for fr in frs)
+        return self.over.isdisjoint(frs)
+
+    def children_over_quota(self) -> list[QuotaNode]:
+        """The children above their subtree quota for some fr: child cohorts, then ClusterQueues,
+        each by name (the order of ``child_cohorts`` and ``child_queues``)."""
+        return sorted(self.over_children, key=_child_order)
 
     def quantities_fit(self, requests: Mapping[FlavorResource, int]) -> tuple[bool, dict[FlavorResource, int]]:
         """Kueue's QuantitiesFitInQuota: whether ``requests`` fit in this subtree's quota, and
@@ -157,6 +167,7 @@ class QuotaNode:
         while True:
             local_available = node.local_available(fr)
             node.usage[fr] = node.usage.get(fr, 0) + amount
+            node._mark(fr)
             if node.parent is None or amount <= local_available:
                 return
             amount -= local_available
@@ -168,10 +179,31 @@ class QuotaNode:
         while True:
             stored_in_parent = node.usage.get(fr, 0) - node.local_quota(fr)
             node.usage[fr] = node.usage.get(fr, 0) - amount
+            node._mark(fr)
             if stored_in_parent <= 0 or node.parent is None:
                 return
             amount = min(amount, stored_in_parent)
             node = node.parent
+
+    def _mark(self, fr: FlavorResource) -> None:
+        """Bring ``over`` (and the parent's ``over_children``) up to date for ``fr``."""
+        over = self.over
+        if self.usage.get(fr, 0) > self.subtree.get(fr, 0):
+            if fr in over:
+                return
+            over.add(fr)
+            if len(over) == 1 and self.parent is not None:
+                self.parent.over_children.add(self)
+        elif fr in over:
+            over.discard(fr)
+            if not over and self.parent is not None:
+                self.parent.over_children.discard(self)
+
+    def refresh_over(self) -> None:
+        """Recompute ``over`` from scratch and register this node with its parent."""
+        self.over = {fr for fr, v in self.usage.items() if v > self.subtree.get(fr, 0)}
+        if self.over and self.parent is not None:
+            self.parent.over_children.add(self)
 
     def add_usages(self, usage: Mapping[FlavorResource, int]) -> None:
         for fr, v in usage.items():
@@ -184,6 +216,10 @@ class QuotaNode:
     def fits(self, usage: Mapping[FlavorResource, int]) -> bool:
         """Kueue's ClusterQueueSnapshot.Fits: every amount is within what is available."""
         return all(v <= self.available(fr) for fr, v in usage.items())
+
+
+def _child_order(node: QuotaNode) -> tuple[bool, str]:
+    return (not node.is_cohort, node.name)
 
 
 def lowest_fitting_subtree(cq: QuotaNode, fr: FlavorResource, amount: int) -> tuple[int, bool]:
@@ -258,6 +294,10 @@ class QuotaTree:
         for node in self.cohorts.values():
             if node.parent is None and node.name not in self.cyclic:
                 _accumulate(node)
+        for node in self.cohorts.values():
+            node.over_children = set()
+        for node in (*self.cohorts.values(), *self.queues.values()):
+            node.refresh_over()
 
     def in_cycle(self, cq: QuotaNode) -> str | None:
         """The cohort of ``cq``'s chain that is part of a parent cycle, if any."""
