@@ -1,4 +1,4 @@
-"""`python -m mlplane.bench` (`make bench`): every benchmark of the walking skeleton, one table.
+"""`python -m mlplane.bench` (`make bench`): every benchmark in one table (`--quick` for a smoke run).
 
 Each row puts mlplane beside a baseline measured in the same run on the same machine.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 import sys
 
-from mlplane.bench import job_startup, store
+from mlplane.bench import job_startup, kueue, store
 
 
 def main() -> int:
@@ -17,6 +17,7 @@ def main() -> int:
     print("| metric | mlplane | baseline | goal |\n|---|---|---|---|")
     print("\n".join(store.rows(store.run(quick=quick))))
     job_startup.run(pods=20 if quick else 100)
+    print("\n".join(kueue.rows(kueue.run(quick=quick))))
     return 0
 
 

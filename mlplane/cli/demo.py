@@ -18,7 +18,8 @@ import time
 from mlplane.api.batch import Job
 from mlplane.api.core import Pod
 from mlplane.api.loader import ManifestError, load_paths
-from mlplane.api.meta import is_true, parse_time
+from mlplane.api.kueue import Workload
+from mlplane.api.meta import find_condition, is_true, parse_time
 from mlplane.cli.printers import human_duration, job_status, pod_status, table
 from mlplane.control.store.http import HTTPStore
 
@@ -99,6 +100,15 @@ def run_demo(directory: str, *, timeout: float = 300.0) -> int:
                 if last.get(j.name) != line:
                     print(f"{line}  [{time.monotonic() - applied:5.1f}s]", flush=True)
                     last[j.name] = line
+            for wl in store.list(Workload, None).items:  # the workload plane's decisions, as they happen
+                reserved = find_condition(wl.status.conditions, "QuotaReserved")
+                if reserved is None:
+                    continue
+                state = "admitted" if reserved.status == "True" else "waiting"
+                line = f"    workload/{wl.name} ({wl.spec.queue_name}): {state}: {(reserved.message or '').splitlines()[0]}"
+                if last.get(wl.name) != line:
+                    print(f"{line}  [{time.monotonic() - applied:5.1f}s]", flush=True)
+                    last[wl.name] = line
             if all(_finished(j) for j in current):
                 break
             if time.monotonic() > deadline:
