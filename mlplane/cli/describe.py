@@ -41,7 +41,7 @@ def _conditions(lines: list[str], conditions: list[Condition] | None) -> None:
         lines.append("  <none>")
         return
     rows = [["  Type", "Status", "Reason", "Message"]]
-    rows += [[f"  {c.type}", c.status, c.reason or "", c.message or ""] for c in conditions]
+    rows += [[f"  {c.type}", c.status, c.reason or "", "; ".join((c.message or "").splitlines())] for c in conditions]
     lines.append(table(rows))
 
 
