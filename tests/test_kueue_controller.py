@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from conftest import wait_for
-from mlplane.api import Conflict, Job, Pod
+from mlplane.api import Conflict, Event, Job, Pod
 from mlplane.api.kueue import ClusterQueue, Configuration, LocalQueue, ResourceFlavor, Workload, WorkloadPriorityClass
 from mlplane.api.meta import find_condition, is_true
 from mlplane.cli.main import main
@@ -397,3 +397,146 @@ def test_up_rejects_a_bad_kueue_config_before_starting_anything(tmp_path, capsys
     err = capsys.readouterr().err
     assert str(bad) in err and expected in err
     assert not data_dir.exists()
+
+
+def test_a_deleted_cluster_queue_terminates_keeps_its_admitted_job_and_goes_once_it_finishes(plane):
+    store = plane
+    flavor(store)
+    cluster_queue(store, cpu="2")
+    local_queue(store)
+    wait_for(lambda: "kueue.x-k8s.io/resource-in-use" in (store.get(ClusterQueue, None, "cq").metadata.finalizers
+                                                          or []), what="the ClusterQueue finalizer", timeout=5)
+    assert store.get(ResourceFlavor, None, "a100").metadata.finalizers == ["kueue.x-k8s.io/resource-in-use"]
+    submit(store, "first")
+    condition(store, "first", "Admitted")
+    first_pods = wait_pods(store, "first", 1)
+
+    store.delete(ClusterQueue, None, "cq")
+
+    def active():
+        c = find_condition(store.get(ClusterQueue, None, "cq").status.conditions, "Active")
+        return c if c is not None and c.reason == "Terminating" else None
+    terminating = wait_for(active, what="Active=False Terminating", timeout=5)
+    assert (terminating.status, terminating.message) == ("False", "Can't admit new workloads; clusterQueue is "
+                                                                  "terminating")
+    submit(store, "second")
+    pending = condition(store, "second", "QuotaReserved", "False", "Inadmissible")
+    assert pending.message == "ClusterQueue cq is inactive: clusterQueue is terminating"
+    # The admitted Job keeps its quota and runs on.
+    assert is_true(workload(store, "first").status.conditions, "Admitted") and not job(store, "first").spec.suspend
+
+    for pod in first_pods:
+        succeed(store, pod)
+    condition(store, "first", "Finished")
+    wait_for(lambda: not store.list(ClusterQueue).items, what="the ClusterQueue to go", timeout=5)
+    gone = condition(store, "second", "QuotaReserved", "False", "Inadmissible")
+    assert gone.message == "ClusterQueue cq doesn't exist"
+    # No ClusterQueue references the flavor any more: deleting it completes at once.
+    store.delete(ResourceFlavor, None, "a100")
+    wait_for(lambda: not store.list(ResourceFlavor).items, what="the ResourceFlavor to go", timeout=5)
+
+
+def test_a_workload_admitted_to_a_missing_cluster_queue_is_left_out_with_a_warning_and_others_are_admitted(plane):
+    store = plane
+    flavor(store)
+    cluster_queue(store, cpu="2")
+    local_queue(store)
+    store.create(Workload.model_validate({
+        "apiVersion": V, "kind": "Workload", "metadata": {"name": "ghost", "namespace": "default"},
+        "spec": {"queueName": "nowhere", "podSets": [{"name": "main", "count": 1, "template": {"spec": {
+            "containers": [{"name": "main", "image": "python"}]}}}]}}))
+    for _ in range(20):  # the controller writes the ghost's pending condition meanwhile
+        ghost = store.get(Workload, "default", "ghost")
+        ghost.status = type(ghost.status).model_validate({
+            "admission": {"clusterQueue": "gone", "podSetAssignments": [{"name": "main", "count": 1}]},
+            "conditions": [{"type": "QuotaReserved", "status": "True", "reason": "QuotaReserved", "message": "x",
+                            "lastTransitionTime": "2024-01-01T00:00:00Z"}]})
+        try:
+            store.update_status(ghost)
+            break
+        except Conflict:
+            continue
+
+    submit(store, "train")
+    condition(store, "train", "Admitted")
+    events = wait_for(lambda: [e for e in store.list(Event, "default").items
+                               if e.involved_object.name == "ghost" and e.type == "Warning"] or None,
+                      what="a Warning event on the bad Workload", timeout=5)
+    assert events[0].reason == "AdmissionSkipped"
+    assert "Workload default/ghost: status.admission.clusterQueue: ClusterQueue gone not found" in events[0].message
+
+
+def test_deactivating_an_admitted_workload_evicts_it_stops_its_job_and_does_not_requeue_it(plane):
+    store = plane
+    flavor(store)
+    cluster_queue(store, cpu="2")
+    local_queue(store)
+    submit(store, "train")
+    condition(store, "train", "Admitted")
+    wait_pods(store, "train", 1)
+
+    wl = workload(store, "train")
+    wl.spec.active = False
+    store.update(wl)
+    evicted = condition(store, "train", "Evicted", reason="Deactivated")
+    assert evicted.message == "The workload is deactivated"
+    suspended(store, "train")
+    wait_pods(store, "train", 0)
+    condition(store, "train", "QuotaReserved", "False")
+    released = workload(store, "train")
+    assert released.status.admission is None and released.status.requeue_state is None
+    assert wait_for(lambda: store.get(ClusterQueue, None, "cq").status.reserving_workloads == 0,
+                    what="no reserving workload", timeout=5)
+
+
+def test_a_job_with_fewer_completions_than_parallelism_queues_min_of_both_pods_and_keeps_its_parallelism(plane):
+    store = plane
+    flavor(store)
+    cluster_queue(store, cpu="2")
+    local_queue(store)
+    store.create(Job.model_validate({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "wide", "namespace": "default", "labels": {"kueue.x-k8s.io/queue-name": "q"}},
+        "spec": {"suspend": True, "parallelism": 4, "completions": 2, "template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "main", "image": "python",
+                                                      "resources": {"requests": {"cpu": "1"}}}]}}}}))
+    assert workload(store, "wide").spec.pod_sets[0].count == 2
+    condition(store, "wide", "Admitted")
+    started = suspended(store, "wide", False)
+    assert started.spec.parallelism == 4
+    assert workload(store, "wide").to_dict()["status"]["admission"]["podSetAssignments"][0]["resourceUsage"] == {
+        "cpu": "2"}
+
+
+def test_pending_conditions_do_not_carry_the_queue_position(plane):
+    store = plane
+    flavor(store)
+    cluster_queue(store, cpu="1", queueingStrategy="StrictFIFO")
+    local_queue(store)
+    priority_class(store, "high", 10)
+    submit(store, "head", cpu="2", priority="high")
+    condition(store, "head", "QuotaReserved", "False", "Pending")
+    for name in ("second", "third"):
+        submit(store, name)
+    messages = [condition(store, name, "QuotaReserved", "False", "Pending").message for name in ("second", "third")]
+    assert messages == ["waiting in ClusterQueue cq", "waiting in ClusterQueue cq"]
+
+
+def test_a_release_during_an_admission_pass_keeps_the_heads_that_pass_set_aside_in_the_queue(store):
+    flavor(store)
+    cluster_queue(store, cpu="1")
+    local_queue(store)
+    kueue = KueueController(store)
+    kueue._create_workload(submit(store, "big", cpu="2"), "q")
+    real = kueue._schedule
+
+    def schedule_while_a_workload_is_released(*args):
+        result = real(*args)
+        kueue._requeue_set_aside()  # a quota release arrives while the pass is running
+        return result
+    kueue._schedule = schedule_while_a_workload_is_released
+    kueue._admit()
+    assert kueue._set_aside == set()
+    kueue._schedule = real
+    kueue._admit()
+    assert kueue._set_aside == {f"default/{workload_name(job(store, 'big'))}"}

@@ -403,3 +403,16 @@ def test_incremental_scheduler_rejects_bad_calls_with_clear_errors():
         sched.finish(make("ghost", "a", 1, T0))
     with pytest.raises(ValueError, match="before the current time"):
         sched.advance(T0 - 1)
+
+
+def test_the_result_says_which_heads_a_best_effort_queue_set_aside_and_keeps_positions_out_of_messages():
+    def objects(strategy):
+        return [flavor("default"), cq("q", {"default": {"cpu": 4}}, queueingStrategy=strategy), lq("lq", "q"),
+                wl("big", "lq", {"cpu": "6"}, priority=10),
+                wl("small", "lq", {"cpu": "1"}, created="2024-05-01T12:00:01Z"),
+                wl("later", "lq", {"cpu": "1"}, created="2024-05-01T12:00:02Z")]
+    assert schedule(objects("BestEffortFIFO"), T0).set_aside == {"default/big"}
+    strict = schedule(objects("StrictFIFO"), T0)
+    assert strict.set_aside == set()
+    assert [(strict.pending[k].message, strict.pending[k].ahead) for k in ("default/small", "default/later")] == [
+        ("waiting in ClusterQueue q", 1), ("waiting in ClusterQueue q", 2)]

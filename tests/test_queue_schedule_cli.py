@@ -66,3 +66,32 @@ def test_invalid_input_exits_2_naming_the_field():
     r = run("-f", "-", "-o", "json", input=OBJECTS.replace("nominalQuota: 4", "nominalQuota: -4"))
     assert r.returncode == 2 and r.stdout == ""
     assert "spec.resourceGroups[0].flavors[0].resources[0].nominalQuota" in r.stderr
+
+
+def test_a_duplicate_document_exits_2_naming_the_second_one():
+    duplicate = "\n---\napiVersion: kueue.x-k8s.io/v1beta2\nkind: ResourceFlavor\nmetadata: {name: a100}\n"
+    r = run("-f", "-", "-o", "json", input=OBJECTS + duplicate)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "ResourceFlavor a100 (object 6): the same kind and name as object 1" in r.stderr
+
+
+def test_a_negative_container_request_in_a_workload_exits_2_naming_the_field():
+    r = run("-f", "-", "-o", "json", input=OBJECTS.replace('nvidia.com/gpu: "1"}}}]}}}]\n---',
+                                                              'nvidia.com/gpu: "-1"}}}]}}}]\n---', 1))
+    assert r.returncode == 2 and r.stdout == ""
+    assert "spec.podSets[0].template.spec.containers[0].resources.requests[nvidia.com/gpu]" in r.stderr
+
+
+def test_an_admission_naming_a_flavor_the_cluster_queue_lacks_exits_2():
+    admitted = OBJECTS + """
+status:
+  admission:
+    clusterQueue: research
+    podSetAssignments: [{name: main, count: 8, flavors: {nvidia.com/gpu: h100}, resourceUsage: {nvidia.com/gpu: "8"}}]
+  conditions: [{type: QuotaReserved, status: "True", reason: QuotaReserved, message: x,
+                lastTransitionTime: "2026-01-01T00:00:02Z"}]
+"""
+    r = run("-f", "-", "-o", "json", input=admitted)
+    assert r.returncode == 2 and r.stdout == ""
+    assert ("Workload team/second: status.admission.podSetAssignments[0].flavors[nvidia.com/gpu]: ClusterQueue "
+            "research has no flavor h100 for nvidia.com/gpu") in r.stderr

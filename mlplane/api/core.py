@@ -212,6 +212,13 @@ class ContainerStatus(Model):
     started: bool | None = None
 
 
+class PodResourceClaimStatus(Model):
+    """The ResourceClaim made for one of the pod's spec.resourceClaims entries (from a template)."""
+
+    name: DNSLabel
+    resource_claim_name: str | None = None
+
+
 class PodStatus(Model):
     phase: Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"] = "Pending"
     conditions: list[Condition] | None = None
@@ -222,6 +229,7 @@ class PodStatus(Model):
     start_time: str | None = None
     nominated_node_name: str | None = None
     container_statuses: list[ContainerStatus] | None = None
+    resource_claim_statuses: list[PodResourceClaimStatus] | None = None
 
 
 class Pod(Object):

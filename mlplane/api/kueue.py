@@ -504,6 +504,12 @@ class Workload(Object):
                 if "pods" in ((c.resources.requests if c.resources else None) or {}):
                     errors.append((f"{path}.template.spec.containers[{j}].resources.requests[pods]",
                                    "Invalid value: 'pods': the key is reserved for internal kueue use"))
+                # Kubernetes' ValidateResourceRequirements: quantities are non-negative.
+                for field_ in ("requests", "limits"):
+                    for res, q in (getattr(c.resources, field_, None) or {}).items():
+                        if _negative(q):
+                            errors.append((f"{path}.template.spec.containers[{j}].resources.{field_}[{res}]",
+                                           f"Invalid value: {str(q)!r}: must be greater than or equal to 0"))
         variable = sum(1 for ps in spec.pod_sets if ps.min_count is not None)
         if variable > 1:
             errors.append(("spec.podSets", f"Invalid value: {variable}: at most one podSet can use minCount"))

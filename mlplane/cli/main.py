@@ -18,6 +18,7 @@ from mlplane import __version__
 from mlplane.api import REGISTRY
 from mlplane.api.errors import ApiError, Gone, NotFound
 from mlplane.api.loader import ManifestError, load_paths
+import mlplane.policy.device  # noqa: F401  (CEL selectors are compiled when manifests load)
 from mlplane.api.meta import Object, find_condition
 from mlplane.api.registry import Kind
 from mlplane.cli import printers
@@ -449,6 +450,53 @@ def cmd_queue_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dra_allocate(args: argparse.Namespace) -> int:
+    """Allocate the file's unallocated ResourceClaims together for one node, as the scheduler would.
+
+    Prints {"node", "feasible", "error", "claims"}; exit 0 when it ran (feasible or not), 1 for an
+    allocation error (feasible false, error set), 2 for invalid input (the field named on stderr).
+    """
+    from mlplane.api.core import Node
+    from mlplane.api.resource import DeviceClass, ResourceClaim, ResourceSlice
+    from mlplane.policy.device.allocator import AllocationError, Allocator, allocated_state
+
+    try:
+        docs = load_paths(args.filename)
+    except ManifestError as e:
+        for line in e.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    objs = [d.obj for d in docs]
+    unsupported = sorted({o.kind for o in objs if not isinstance(o, (DeviceClass, ResourceSlice, ResourceClaim, Node))})
+    if unsupported:
+        print(f"error: dra allocate reads DeviceClass, ResourceSlice, ResourceClaim and Node objects, not "
+              f"{', '.join(unsupported)}", file=sys.stderr)
+        return 2
+    nodes = [o for o in objs if isinstance(o, Node) and o.name == args.node]
+    if not nodes:
+        print(f"error: --node {args.node}: no Node with that name in the input", file=sys.stderr)
+        return 2
+    claims = [o for o in objs if isinstance(o, ResourceClaim)]
+    in_use = [c for c in claims if c.status and c.status.allocation is not None]
+    pending = [c for c in claims if not (c.status and c.status.allocation is not None)]
+    allocator = Allocator([o for o in objs if isinstance(o, DeviceClass)],
+                          [o for o in objs if isinstance(o, ResourceSlice)], allocated_state(in_use))
+    out: dict = {"node": args.node, "feasible": False, "error": None, "claims": []}
+    code = 0
+    try:
+        results = allocator.allocate(nodes[0], pending)
+    except AllocationError as e:
+        out["error"], code = str(e), 1
+    else:
+        if results is not None:
+            out["feasible"] = True
+            for claim, result in zip(pending, results):
+                claim.status.allocation = result
+                out["claims"].append(claim.to_dict())
+    print(json.dumps(out, indent=2))
+    return code
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mlplane.cli.demo import run_demo
 
@@ -553,6 +601,15 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--cycles", type=int, default=1, help="scheduling cycles to run (default 1)")
     qs.add_argument("-o", "--output", choices=["json"], default="json", help="output format (json)")
     qs.set_defaults(func=cmd_queue_schedule)
+
+    dra = sub.add_parser("dra", help="debug the device plane's decisions on a file")
+    dsub = dra.add_subparsers(dest="dra_verb", metavar="VERB", required=True)
+    da = dsub.add_parser("allocate", help="allocate a file's ResourceClaims for one node from its DeviceClasses "
+                                          "and ResourceSlices; print the allocations")
+    da.add_argument("-f", "--filename", action="append", required=True, help="FILE, DIR or - (repeatable)")
+    da.add_argument("--node", required=True, help="the Node (in the file) to allocate for")
+    da.add_argument("-o", "--output", choices=["json"], default="json", help="output format (json)")
+    da.set_defaults(func=cmd_dra_allocate)
 
     demo = sub.add_parser("demo", help="start a throwaway control plane, run examples/, summarise, shut down")
     demo.add_argument("directory", nargs="?", default="examples")

@@ -19,6 +19,7 @@ from mlplane.api.kueue import ClusterQueue, FlavorUsage, Workload
 from mlplane.api.meta import Object, find_condition, is_true, parse_time
 from mlplane.api.quantity import parse_quantity
 from mlplane.api.registry import Kind
+from mlplane.api.resource import ResourceClaim, ResourceSlice
 
 Cell = Callable[[Object], str]
 
@@ -207,6 +208,25 @@ def _borrowed(status: list[FlavorUsage] | None) -> str:
     return "; ".join(parts) or "<none>"
 
 
+# --- DRA kinds: the columns of kubernetes/kubernetes:pkg/printers/internalversion/printers.go ----------
+
+def resource_claim_state(claim: ResourceClaim) -> str:
+    """STATE: "pending", "allocated" or "allocated,reserved", with "deleted" first while deleting."""
+    states = ["deleted"] if claim.metadata.deletion_timestamp else []
+    if claim.status.allocation is None:
+        if not claim.metadata.deletion_timestamp:
+            states.append("pending")
+    else:
+        states.append("allocated")
+        if claim.status.reserved_for:
+            states.append("reserved")
+    return ",".join(states)
+
+
+def _slice_node(rs: ResourceSlice) -> str:
+    return rs.spec.node_name or "<none>"
+
+
 # --- Events --------------------------------------------------------------------------------
 
 def _event_object(ev: Event) -> str:
@@ -249,6 +269,11 @@ COLUMNS: dict[str, list[tuple[str, Cell, bool]]] = {
                  ("REASON", _wl_reason, True), ("MESSAGE", _wl_message, True)],
     "WorkloadPriorityClass": [("VALUE", lambda pc: str(pc.value), False)],
     "ResourceFlavor": [("AGE", age, False)],
+    "DeviceClass": [("AGE", age, False)],
+    "ResourceSlice": [("NODE", _slice_node, False), ("DRIVER", lambda rs: rs.spec.driver, False),
+                      ("POOL", lambda rs: rs.spec.pool.name, False), ("AGE", age, False)],
+    "ResourceClaim": [("STATE", resource_claim_state, False), ("AGE", age, False)],
+    "ResourceClaimTemplate": [("AGE", age, False)],
 }
 
 # Events list without a NAME column, newest last, as `kubectl get events` does.

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlplane.policy.device  # noqa: F401  (CEL selectors are compiled when objects are stored)
 from mlplane.api.core import Namespace
 from mlplane.api.errors import AlreadyExists
 from mlplane.api.kueue import Configuration

@@ -3,7 +3,7 @@
 Job integration (Kueue's pkg/controller/jobframework/reconciler.go and pkg/controller/jobs/job):
 a Job with the label ``kueue.x-k8s.io/queue-name`` gets a Workload that the Job owns, named as
 Kueue names it (``job-<name>-<hash5>``, jobframework/workload_names.go), with one podSet "main"
-(count = parallelism, template = the Job's pod template). Upstream a mutating webhook sets
+(count = min(parallelism, completions), template = the Job's pod template). Upstream a mutating webhook sets
 ``spec.suspend: true`` when such a Job is created; here the controller suspends it on its first
 reconcile, so a Job created unsuspended has a short window in which the Job controller may create
 pods; they are deleted as soon as the suspension lands. Submit queued Jobs with ``suspend: true``
@@ -17,7 +17,8 @@ de-duplicates, so a burst of changes is one pass): one scheduling cycle of
   ``Admitted=True`` (reason Admitted); a former ``Evicted``/``Preempted`` turns False with reason
   QuotaReserved and "Previously: ..." (workload.SetQuotaReservation). The Job is then unsuspended
   with the flavors' nodeLabels merged into its pod template's nodeSelector and the flavors'
-  tolerations appended (RunWithPodSetsInfo), and parallelism set to the admitted count;
+  tolerations appended (RunWithPodSetsInfo), and, under partial admission (a podSet minCount),
+  parallelism set to the admitted count;
 - pending: ``QuotaReserved=False``, reason Pending (or Inadmissible / Misconfigured for a
   workload that cannot enter a queue: missing or stopped LocalQueue, missing or stopped
   ClusterQueue, namespace not selected) with the core's message, written only when it changes;
@@ -44,6 +45,12 @@ the first of the reasons Stopped, FlavorNotFound and the message listing them al
 ``stopPolicy: HoldAndDrain`` evicts its admitted workloads (``Evicted=True``, reason
 ClusterQueueStopped / LocalQueueStopped, pkg/controller/core/workload_controller.go); they are
 released and requeued like preempted ones.
+
+ClusterQueues and ResourceFlavors carry the finalizer ``kueue.x-k8s.io/resource-in-use``: a deleted
+ClusterQueue is Terminating (Active=False, admits nothing new) until no workload holds quota in it;
+a deleted ResourceFlavor stays until no ClusterQueue references it. ``spec.active: false`` on an
+admitted workload evicts it (Evicted=True, reason Deactivated) without a requeue. An object the
+admission core rejects gets a Warning event (AdmissionSkipped) and is left out of the pass.
 
 The Configuration (config.kueue.x-k8s.io/v1beta1), when given, is handed to the admission core, so
 ``fairSharing`` applies, and drives ``waitForPodsReady`` (pkg/controller/core/workload_controller.go,
@@ -105,15 +112,13 @@ PRIORITY_CLASS_LABEL = "kueue.x-k8s.io/priority-class"
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 POD_SET = "main"  # the podSet name of a batch/v1 Job (pkg/controller/jobs/job)
 ADMISSION_KEY = "admission"
+FINALIZER = "kueue.x-k8s.io/resource-in-use"
 _JOB_PREFIX = "job:"
 _HASH_LENGTH = 5
 _MAX_PREFIX = 253 - 1 - _HASH_LENGTH
 # Reasons of QuotaReserved=False that Kueue's workload controller writes for a workload that cannot
 # enter a queue; every other pending workload gets the scheduler's reason "Pending".
 _BLOCKED_REASONS = (model.INADMISSIBLE, model.MISCONFIGURED)
-# Reasons of a head that could not be admitted (as opposed to one waiting behind another head, or
-# for its victims to go): a BestEffortFIFO queue sets such a head aside.
-_NOT_SET_ASIDE = (model.PENDING, model.WAITING_FOR_PREEMPTED_WORKLOADS) + _BLOCKED_REASONS
 # PodsReady (pkg/controller/jobframework/reconciler.go generatePodsReadyCondition).
 _NOT_READY = "Not all pods are ready or succeeded"
 _RECOVERING = "At least one pod has failed, waiting for recovery"
@@ -176,6 +181,9 @@ class KueueController:
             self.block_admission = bool(wait.block_admission)
         self._lock = threading.Lock()
         self._set_aside: set[str] = set()  # keys of BestEffortFIFO heads that could not be admitted
+        # Bumped whenever the set-aside workloads are offered again: a pass merges what it set
+        # aside only if no release happened meanwhile (Kueue's queueInadmissibleCycle).
+        self._generation = 0
         self.controller = Controller(COMPONENT, self.reconcile, workers=1)
         self.jobs = Informer(store, Job)
         self.workloads = Informer(store, Workload)
@@ -213,7 +221,8 @@ class KueueController:
     def _on_config(self, type_: str, old: Object | None, new: Object) -> None:
         """A queue, cohort, flavor or priority class changed: its spec, not the status we write."""
         if type_ == "MODIFIED" and old is not None and old.model_dump(exclude={"status", "metadata"}) == \
-                new.model_dump(exclude={"status", "metadata"}):
+                new.model_dump(exclude={"status", "metadata"}) and \
+                old.metadata.deletion_timestamp == new.metadata.deletion_timestamp:
             return
         self._requeue_set_aside()
         self.controller.queue.add(ADMISSION_KEY)
@@ -221,6 +230,7 @@ class KueueController:
     def _requeue_set_aside(self) -> None:
         with self._lock:
             self._set_aside.clear()
+            self._generation += 1
 
     def reconcile(self, key: str) -> Requeue | None:
         if key == ADMISSION_KEY:
@@ -338,7 +348,7 @@ class KueueController:
         wl = Workload(
             metadata=ObjectMeta(name=workload_name(job), namespace=job.namespace,
                                 labels={JOB_UID_LABEL: job.uid}, owner_references=[owner_reference(job)]),
-            spec=WorkloadSpec(pod_sets=[PodSet(name=POD_SET, count=1 if spec.parallelism is None else spec.parallelism,
+            spec=WorkloadSpec(pod_sets=[PodSet(name=POD_SET, count=_pods_count(job),
                                                template=spec.template.model_copy(deep=True))],
                               queue_name=queue, priority=priority, priority_class_ref=ref))
         created = self.store.create(wl)
@@ -367,8 +377,8 @@ class KueueController:
         pod.node_selector = selector or None
         pod.tolerations = tolerations or None
         assignment = next(a for a in wl.status.admission.pod_set_assignments if a.name == POD_SET)
-        if assignment.count is not None:
-            job.spec.parallelism = assignment.count  # partial admission
+        if wl.spec.pod_sets[0].min_count is not None and assignment.count is not None:
+            job.spec.parallelism = assignment.count  # partial admission (job RunWithPodSetsInfo)
         job.spec.suspend = False
         job = self.store.update(job)
         self.recorder.normal(job, "Started", f"Admitted by clusterQueue {wl.status.admission.cluster_queue}")
@@ -391,7 +401,9 @@ class KueueController:
         if wl is not None:
             original = wl.spec.pod_sets[0]
             pod = job.spec.template.spec
-            restored = (original.template.spec.node_selector, original.template.spec.tolerations, original.count)
+            # parallelism only changed under partial admission (job RestorePodSetsInfo)
+            parallelism = original.count if original.min_count is not None else job.spec.parallelism
+            restored = (original.template.spec.node_selector, original.template.spec.tolerations, parallelism)
             if (pod.node_selector, pod.tolerations, job.spec.parallelism) != restored:
                 pod.node_selector, pod.tolerations, job.spec.parallelism = restored
                 job = self.store.update(job)
@@ -429,8 +441,9 @@ class KueueController:
         for kind in (ResourceFlavor, Cohort, ClusterQueue, LocalQueue, WorkloadPriorityClass, Namespace):
             config.extend(self.store.list(kind).items)
         workloads = {wl.key: wl for wl in self.store.list(Workload).items}
+        config = self._sync_finalizers(config, workloads)
         with self._lock:
-            set_aside = set(self._set_aside)
+            set_aside, generation = set(self._set_aside), self._generation
         wake: float | None = None
         candidates: list[Workload] = []
         queues = {o.name: o for o in config if isinstance(o, ClusterQueue)}
@@ -456,33 +469,76 @@ class KueueController:
             # blockAdmission: the scheduler waits until every admitted workload is PodsReady.
             self._write_queue_status(config, [wl for wl in workloads.values() if not _finished(wl)], cq_of)
             return None if wake is None else Requeue(max(0.0, wake - time.time()))
-        extra = [self.config] if self.config is not None else []
-        result = snapshot.schedule([*config, *extra, *candidates], now, 1)
+        result = self._schedule(config, candidates, now)
+        if result is None:
+            return None
 
         for key, admission in result.admitted.items():
             workloads[key] = self._write_admission(workloads[key], admission.to_dict())
         for key, preempted in result.preempted.items():
             workloads[key] = self._write_preemption(workloads[key], preempted.reason, preempted.message)
-        strategy = {cq.name: cq.spec.queueing_strategy for cq in config if isinstance(cq, ClusterQueue)}
-        newly_set_aside = set()
         for key, pending in result.pending.items():
             # The core's message, then the numbers behind it ("requested 8, available 2 (nominal 4, ...)").
             message = "\n".join((pending.message, *pending.details))
             workloads[key] = self._write_pending(workloads[key], pending.reason, message)
-            wl = workloads[key]
-            cq = cq_of.get(f"{wl.namespace}/{wl.spec.queue_name}")
-            if pending.reason not in _NOT_SET_ASIDE and strategy.get(cq or "") == model.BEST_EFFORT_FIFO:
-                newly_set_aside.add(key)
         with self._lock:
-            self._set_aside |= newly_set_aside
+            if self._generation == generation:
+                self._set_aside |= result.set_aside
         self._write_queue_status(config, [wl for wl in workloads.values() if not _finished(wl)], cq_of)
         return None if wake is None else Requeue(max(0.0, wake - time.time()))
 
+    def _schedule(self, config: list[Object], candidates: list[Workload], now: float) -> snapshot.Result | None:
+        """One scheduling cycle. An object the core rejects (say, a Workload admitted to a
+        ClusterQueue that no longer exists) gets a Warning event and is left out of the pass, so
+        one bad object never stalls every queue; None when the pass cannot run at all."""
+        extra = [self.config] if self.config is not None else []
+        objects = [*config, *extra, *candidates]
+        while True:
+            try:
+                return snapshot.schedule(objects, now, 1)
+            except snapshot.SnapshotError as e:
+                bad = e.obj
+                if not isinstance(bad, Object) or not any(o is bad for o in objects):
+                    log.error("Kueue admission pass skipped: %s", e)
+                    return None
+                self.recorder.warning(bad, "AdmissionSkipped", f"Left out of Kueue admission: {e}")
+                objects = [o for o in objects if o is not bad]
+
+    def _sync_finalizers(self, config: list[Object], workloads: dict[str, Workload]) -> list[Object]:
+        """Kueue's ``kueue.x-k8s.io/resource-in-use`` finalizer on ClusterQueues and ResourceFlavors
+        (pkg/controller/core/clusterqueue_controller.go, resourceflavor_controller.go): added to
+        every live one; removed from one being deleted once no workload holds quota in the
+        ClusterQueue, or no ClusterQueue references the ResourceFlavor. Returns ``config`` without
+        the objects whose deletion completed."""
+        reserving = {wl.status.admission.cluster_queue for wl in workloads.values() if _reserved(wl)
+                     and not _finished(wl)}
+        referenced = {f.name for cq in config if isinstance(cq, ClusterQueue)
+                      for g in cq.spec.resource_groups or [] for f in g.flavors}
+        out: list[Object] = []
+        for obj in config:
+            if isinstance(obj, (ClusterQueue, ResourceFlavor)):
+                finalizers = list(obj.metadata.finalizers or [])
+                in_use = obj.name in (reserving if isinstance(obj, ClusterQueue) else referenced)
+                if obj.metadata.deletion_timestamp:
+                    if FINALIZER in finalizers and not in_use:
+                        obj.metadata.finalizers = [f for f in finalizers if f != FINALIZER] or None
+                        self.store.update(obj)
+                        if not obj.metadata.finalizers:
+                            continue  # deleted now
+                elif FINALIZER not in finalizers:
+                    obj.metadata.finalizers = [*finalizers, FINALIZER]
+                    obj = self.store.update(obj)
+            out.append(obj)
+        return out
+
     def _drain(self, wl: Workload, queues: dict[str, ClusterQueue], local_queues: dict[str, LocalQueue]) -> Workload:
-        """HoldAndDrain on the workload's ClusterQueue or LocalQueue evicts it
-        (reconcileOnClusterQueueActiveState / reconcileOnLocalQueueActiveState)."""
+        """``spec.active: false`` evicts the workload (reason Deactivated, not requeued), and so does
+        HoldAndDrain on its ClusterQueue or LocalQueue (workload_controller.go Reconcile,
+        reconcileOnClusterQueueActiveState / reconcileOnLocalQueueActiveState)."""
         if is_true(wl.status.conditions, "Evicted"):
             return wl
+        if not wl.spec.active:
+            return self._evict(wl, "Deactivated", "The workload is deactivated")
         cq = queues.get(wl.status.admission.cluster_queue)
         if cq is not None and cq.spec.stop_policy == "HoldAndDrain":
             return self._evict(wl, "ClusterQueueStopped", "The ClusterQueue is stopped")
@@ -534,14 +590,14 @@ class KueueController:
     # -- queue status ------------------------------------------------------------------------------
     def _write_queue_status(self, config: list[Object], workloads: list[Workload], cq_of: dict[str, str]) -> None:
         queues = {cq.name: cq for cq in config if isinstance(cq, ClusterQueue)}
-        flavors = {rf.name for rf in config if isinstance(rf, ResourceFlavor)}
+        activity = snapshot.queue_activity(config)
         for obj in config:
             if isinstance(obj, ClusterQueue):
                 mine = [wl for wl in workloads if (wl.status.admission.cluster_queue if _reserved(wl) else
                                                    cq_of.get(f"{wl.namespace}/{wl.spec.queue_name}")) == obj.name]
                 status = obj.status.model_copy(deep=True)
                 _count(status, mine)
-                status.conditions = set_condition(status.conditions, "Active", *_active(obj, flavors))
+                status.conditions = set_condition(status.conditions, "Active", *activity[obj.name])
                 status.flavors_reservation = _cq_usage(obj, [wl for wl in mine if _reserved(wl)])
                 status.flavors_usage = _cq_usage(obj, [wl for wl in mine if _admitted(wl)])
             elif isinstance(obj, LocalQueue):
@@ -562,29 +618,17 @@ def _admitted(wl: Workload) -> bool:
     return _reserved(wl) and is_true(wl.status.conditions, "Admitted")
 
 
-def _job_pods_ready(job: Job) -> bool:
-    """The batch/v1 Job integration's PodsReady: ready + succeeded pods reach
-    min(parallelism, completions) (pkg/controller/jobs/job/job_controller.go)."""
+def _pods_count(job: Job) -> int:
+    """min(parallelism, completions): the pods a Job runs at once (pkg/controller/jobs/job podsCount)."""
     spec = job.spec
     wanted = 1 if spec.parallelism is None else spec.parallelism
-    if spec.completions is not None:
-        wanted = min(wanted, spec.completions)
-    return (job.status.ready or 0) + (job.status.succeeded or 0) >= wanted
+    return wanted if spec.completions is None else min(wanted, spec.completions)
 
 
-def _active(cq: ClusterQueue, flavors: set[str]) -> tuple[str, str, str]:
-    """The ClusterQueue's Active condition: status, reason, message (clusterqueue.go inactiveReason)."""
-    reasons, messages = [], []
-    if cq.spec.stop_policy != "None":
-        reasons.append("Stopped")
-        messages.append("is stopped")
-    missing = [f.name for g in cq.spec.resource_groups or [] for f in g.flavors if f.name not in flavors]
-    if missing:
-        reasons.append("FlavorNotFound")
-        messages.append(f"references missing ResourceFlavor(s): [{' '.join(missing)}]")
-    if not reasons:
-        return "True", "Ready", "Can admit new workloads"
-    return "False", reasons[0], f"Can't admit new workloads: {', '.join(messages)}."
+def _job_pods_ready(job: Job) -> bool:
+    """The batch/v1 Job integration's PodsReady: ready + succeeded pods reach podsCount
+    (pkg/controller/jobs/job/job_controller.go)."""
+    return (job.status.ready or 0) + (job.status.succeeded or 0) >= _pods_count(job)
 
 
 def _count(status: ClusterQueueStatus | LocalQueueStatus, workloads: list[Workload]) -> None:

@@ -69,6 +69,12 @@ class Pending:
     reason: str
     message: str
     details: tuple[str, ...] = ()
+    ahead: int = 0  # workloads ahead of it in its queue; kept out of ``message`` so it stays stable
+
+    @property
+    def text(self) -> str:
+        """The message with the queue position, as ``queue schedule`` prints it."""
+        return f"{self.message}: {self.ahead} workload(s) ahead in the queue" if self.ahead else self.message
 
 
 @dataclass(slots=True)
@@ -83,12 +89,13 @@ class Result:
     admitted: dict[str, Admission] = field(default_factory=dict)
     preempted: dict[str, Preempted] = field(default_factory=dict)
     pending: dict[str, Pending] = field(default_factory=dict)
+    set_aside: set[str] = field(default_factory=set)  # pending keys a BestEffortFIFO queue set aside
 
     def to_dict(self) -> dict:
         """The ``mlplane queue schedule -o json`` shape."""
         return {"admitted": {k: a.to_dict() for k, a in sorted(self.admitted.items())},
                 "preempted": {k: p.reason for k, p in sorted(self.preempted.items())},
-                "pending": {k: p.message for k, p in sorted(self.pending.items())}}
+                "pending": {k: p.text for k, p in sorted(self.pending.items())}}
 
 
 @dataclass
@@ -343,14 +350,15 @@ class Scheduler:
             queue = self.queues[name]
             waiting = sorted(queue.heap, key=lambda item: item[0])
             for position, (_, wl) in enumerate(waiting):
-                why = self._last.get(wl.key) or Pending(PENDING, (
-                    f"waiting in ClusterQueue {name}: {position} workload(s) ahead in the queue" if position else
-                    f"next in ClusterQueue {name}: it is tried in the next scheduling cycle"))
+                why = self._last.get(wl.key) or (
+                    Pending(PENDING, f"waiting in ClusterQueue {name}", ahead=position) if position else
+                    Pending(PENDING, f"next in ClusterQueue {name}: it is tried in the next scheduling cycle"))
                 if wl.key not in self.result.preempted:
                     self.result.pending[wl.key] = why
             for key, wl in sorted(queue.inadmissible.items()):
                 if key not in self.result.preempted:
                     self.result.pending[key] = self._last[key]
+                    self.result.set_aside.add(key)
 
 
 def _reduce(wl: Workload, assigner: FlavorAssigner, preemptor: Preemptor, cq: ClusterQueue) -> Entry | None:

@@ -95,7 +95,8 @@ class Fungibility:
 
 @dataclass(slots=True)
 class ClusterQueue:
-    """What admission needs of a ClusterQueue. ``inactive`` says why it admits nothing, if so."""
+    """What admission needs of a ClusterQueue. ``inactive`` says why it admits nothing, if so, and
+    ``inactive_reason`` is the reason of its ``Active=False`` condition."""
 
     name: str
     cohort: str | None = None
@@ -105,6 +106,7 @@ class ClusterQueue:
     preemption: Preemption = field(default_factory=Preemption)
     fungibility: Fungibility = field(default_factory=Fungibility)
     inactive: str | None = None
+    inactive_reason: str | None = None
 
     def group_for(self, resource: str) -> ResourceGroup | None:
         for rg in self.resource_groups:

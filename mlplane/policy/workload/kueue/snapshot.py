@@ -12,12 +12,13 @@ What keeps a pending Workload out of every queue follows Kueue's workload contro
 ``ValidateAdmissibility``: no queueName, a missing or stopped LocalQueue, a ClusterQueue whose
 namespaceSelector does not select the namespace (a nil selector selects nothing, ``{}``
 everything), ``spec.active: false``. A ClusterQueue that is stopped, references a missing
-ResourceFlavor, or sits under a cycle of cohort parents is inactive.
+ResourceFlavor, sits under a cycle of cohort parents or is being deleted (Terminating) is inactive;
+``queue_activity(objects)`` gives each ClusterQueue's ``Active`` condition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from datetime import datetime, timezone
 
 from mlplane.api import kueue as api
@@ -32,8 +33,16 @@ from mlplane.policy.workload.kueue.quota import FlavorResource, Quota
 from mlplane.policy.workload.kueue.state import State
 
 
+TERMINATING = "Terminating"
+
+
 class SnapshotError(ValueError):
-    """Objects that cannot be scheduled together; the message names the object and field."""
+    """Objects that cannot be scheduled together; the message names the object and field.
+    ``obj``: the object at fault, when one is (a live controller leaves it out and goes on)."""
+
+    def __init__(self, message: str, obj: object | None = None):
+        super().__init__(message)
+        self.obj = obj
 
 
 def _seconds(value: str | None, default: float) -> float:
@@ -77,19 +86,49 @@ def _cluster_queue(cq: api.ClusterQueue, flavors: dict[str, model.Flavor]) -> mo
     ff = spec.flavor_fungibility
     groups = tuple(model.ResourceGroup(tuple(g.covered_resources), tuple(f.name for f in g.flavors))
                    for g in spec.resource_groups or [])
-    inactive = None
-    missing = sorted({f for g in groups for f in g.flavors if f not in flavors})
-    if spec.stop_policy != "None":
-        inactive = f"stopPolicy is {spec.stop_policy}"
-    elif missing:
-        inactive = f"references missing ResourceFlavor(s): [{' '.join(missing)}]"
+    reasons = inactive_reasons(cq, flavors)
     return model.ClusterQueue(
         name=cq.name, cohort=spec.cohort_name, resource_groups=groups, quotas=_quotas(spec.resource_groups),
         queueing_strategy=spec.queueing_strategy,
         preemption=model.Preemption(p.within_cluster_queue, p.reclaim_within_cohort, p.borrow_within_cohort.policy,
                                     p.borrow_within_cohort.max_priority_threshold),
         fungibility=model.Fungibility(ff.when_can_borrow, ff.when_can_preempt, ff.preference),
-        inactive=inactive)
+        inactive=", ".join(m for _, m in reasons) or None, inactive_reason=reasons[0][0] if reasons else None)
+
+
+def inactive_reasons(cq: api.ClusterQueue, flavors: Container[str]) -> list[tuple[str, str]]:
+    """Why the ClusterQueue admits nothing new: (reason, message) pairs, in Kueue's order
+    (pkg/cache/scheduler/clusterqueue.go inactiveReason); empty when it is active. A ClusterQueue
+    being deleted is Terminating: it keeps its admitted workloads but admits no new one."""
+    if cq.metadata.deletion_timestamp:
+        return [(TERMINATING, "clusterQueue is terminating")]
+    out = []
+    if cq.spec.stop_policy != "None":
+        out.append(("Stopped", "is stopped"))
+    missing = sorted({f.name for g in cq.spec.resource_groups or [] for f in g.flavors if f.name not in flavors})
+    if missing:
+        out.append(("FlavorNotFound", f"references missing ResourceFlavor(s): [{' '.join(missing)}]"))
+    return out
+
+
+def active_condition(cq: model.ClusterQueue) -> tuple[str, str, str]:
+    """The ClusterQueue's ``Active`` condition: status, reason, message (clusterqueue.go inactiveReason)."""
+    if not cq.inactive:
+        return "True", "Ready", "Can admit new workloads"
+    if cq.inactive_reason == TERMINATING:
+        return "False", TERMINATING, "Can't admit new workloads; clusterQueue is terminating"
+    return "False", cq.inactive_reason or "Unknown", f"Can't admit new workloads: {cq.inactive}."
+
+
+def queue_activity(objects: Iterable[object]) -> dict[str, tuple[str, str, str]]:
+    """The ``Active`` condition of every ClusterQueue among ``objects`` (ResourceFlavors, Cohorts
+    and ClusterQueues are read, the rest ignored), cohort-parent cycles included."""
+    objects = list(objects)
+    flavors = {o.name: _flavor(o) for o in objects if isinstance(o, api.ResourceFlavor)}
+    cohorts = [(o.name, o.spec.parent_name, _quotas(o.spec.resource_groups)) for o in objects
+               if isinstance(o, api.Cohort)]
+    state = State([_cluster_queue(o, flavors) for o in objects if isinstance(o, api.ClusterQueue)], flavors, cohorts)
+    return {name: active_condition(cq) for name, cq in state.queues.items()}
 
 
 def _pod_sets(wl: api.Workload) -> tuple[model.PodSet, ...]:
@@ -116,12 +155,12 @@ def _admission(wl: api.Workload, key: str) -> tuple[model.PodSetAdmission, ...]:
                 usage[res] = milli(q)
             except ValueError as e:
                 raise SnapshotError(f"Workload {key}: status.admission.podSetAssignments[{i}].resourceUsage[{res}]: "
-                                    f"{e}") from None
+                                    f"{e}", wl) from None
         flavors = dict(psa.flavors or {})
         for res in usage:
             if res not in flavors and usage[res]:
                 raise SnapshotError(f"Workload {key}: status.admission.podSetAssignments[{i}].flavors: no flavor "
-                                    f"for resource {res} in resourceUsage")
+                                    f"for resource {res} in resourceUsage", wl)
         count = psa.count if psa.count is not None else (wl.pod_set(psa.name).count if wl.pod_set(psa.name) else 0)
         out.append(model.PodSetAdmission(psa.name, count, flavors, usage))
     return tuple(out)
@@ -136,7 +175,15 @@ def build(objects: Iterable[object], now: float) -> tuple[State, list[model.Work
     priorities: dict[str, int] = {}
     namespaces: dict[str, dict[str, str]] = {}
     workloads: list[api.Workload] = []
-    for obj in objects:
+    seen: dict[tuple[str, str], int] = {}
+    for index, obj in enumerate(objects, 1):
+        meta = getattr(obj, "metadata", None)
+        if meta is not None:
+            ident = (type(obj).__name__, f"{meta.namespace}/{meta.name}" if meta.namespace else meta.name)
+            if ident in seen:
+                raise SnapshotError(f"{ident[0]} {ident[1]} (object {index}): the same kind and name as "
+                                    f"object {seen[ident]}", obj)
+            seen[ident] = index
         if isinstance(obj, api.ResourceFlavor):
             flavors[obj.name] = _flavor(obj)
         elif isinstance(obj, api.Cohort):
@@ -175,9 +222,15 @@ def build(objects: Iterable[object], now: float) -> tuple[State, list[model.Work
         if wl.status.admission is not None and is_true(conditions, "QuotaReserved"):
             cq = wl.status.admission.cluster_queue
             if cq not in state.queues:
-                raise SnapshotError(f"Workload {key}: status.admission.clusterQueue: ClusterQueue {cq} not found")
+                raise SnapshotError(f"Workload {key}: status.admission.clusterQueue: ClusterQueue {cq} not found", wl)
             item.cluster_queue = cq
             item.admission = _admission(wl, key)
+            quotas = state.queues[cq].quotas
+            for i, psa in enumerate(item.admission):
+                for res, flavor in sorted(psa.flavors.items()):
+                    if (flavor, res) not in quotas:
+                        raise SnapshotError(f"Workload {key}: status.admission.podSetAssignments[{i}].flavors"
+                                            f"[{res}]: ClusterQueue {cq} has no flavor {flavor} for {res}", wl)
             item.reserved_at = _seconds(find_condition(conditions, "QuotaReserved").last_transition_time, now)
             item.evicted = is_true(conditions, "Evicted")
             state.add_workload(item)

@@ -30,6 +30,7 @@ class State:
             cyclic = self.tree.in_cycle(self.tree.queues[cq.name])
             if cyclic and not cq.inactive:
                 cq.inactive = f"cohort {cyclic} is in a cycle of parentName references"
+                cq.inactive_reason = "Unknown"  # Kueue has no dedicated Active reason for a cohort cycle
         self.flavors = dict(flavors)
         self.admitted: dict[str, dict[str, Workload]] = {name: {} for name in self.queues}
 
