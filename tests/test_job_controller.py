@@ -98,8 +98,8 @@ def test_indexed_job_runs_to_completion(store, controller):
     assert status.completed_indexes == "0-2" and status.completion_time and status.start_time
     assert find_condition(status.conditions, "SuccessCriteriaMet").reason == "CompletionsReached"
     assert not any(p.metadata.finalizers for p in pods(store, job))
-    seen = events(store, job.name)
-    assert ("Normal", "Completed", "Job completed") in seen
+    seen = wait_for(lambda: (e := events(store, job.name)) and ("Normal", "Completed", "Job completed") in e and e,
+                    what="the Completed event")
     assert {f"Created pod: {p.name}" for p in [*first, last]} == {m for _, r, m in seen if r == "SuccessfulCreate"}
 
 
@@ -114,7 +114,8 @@ def test_backoff_limit_fails_the_job(store, controller):
     assert (failed.reason, failed.message) == ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
     status = store.get(Job, "default", job.name).status
     assert status.failed == 2 and status.succeeded is None and status.completion_time is None
-    assert ("Warning", "BackoffLimitExceeded", "Job has reached the specified backoff limit") in events(store, job.name)
+    wait_for(lambda: ("Warning", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+             in events(store, job.name), what="the BackoffLimitExceeded event")
 
 
 def test_fail_job_policy_stops_the_other_pods(store, controller):

@@ -143,8 +143,8 @@ def test_a_pod_that_exits_zero_succeeds_with_its_exit_code_and_log(store, agents
     assert conditions == {"PodReadyToStartContainers": ("False", None), "Initialized": ("True", "PodCompleted"),
                           "ContainersReady": ("False", "PodCompleted"), "Ready": ("False", "PodCompleted")}
     assert log_text(tmp_path, pod) == "hello from the pod\nand stderr\n"
-    assert ("Normal", "Created", "Created container: main") in events(store, "hello")
-    assert ("Normal", "Started", "Started container main") in events(store, "hello")
+    wait_for(lambda: ("Normal", "Created", "Created container: main") in events(store, "hello"), what="the event")
+    wait_for(lambda: ("Normal", "Started", "Started container main") in events(store, "hello"), what="the event")
 
 
 def test_a_running_pod_is_running_and_ready(store, agents):
@@ -187,7 +187,7 @@ def test_on_failure_restarts_in_place_with_a_new_log_per_run(store, agents, tmp_
     assert [log_text(tmp_path, pod, n) for n in range(3)] == ["attempt 1\n", "attempt 2\n", "attempt 3\n"]
     assert logs.find_log(tmp_path / "data", "default", "flaky", pod.uid, "main", previous=True).read_text() \
         == "attempt 2\n"
-    assert any(reason == "BackOff" for _, reason, _ in events(store, "flaky"))
+    wait_for(lambda: any(reason == "BackOff" for _, reason, _ in events(store, "flaky")), what="the event")
 
 
 def test_a_crash_loop_waits_in_back_off_and_says_so(store, agents):
@@ -219,7 +219,7 @@ def test_a_missing_executable_is_a_start_error(store, agents):
     t = container(wait_phase(store, "missing", "Failed")).state.terminated
     assert (t.exit_code, t.reason) == (128, "StartError")
     assert t.message == 'exec: "no-such-binary-xyz": executable file not found in $PATH'
-    assert ("Warning", "Failed", f"Error: {t.message}") in events(store, "missing")
+    wait_for(lambda: ("Warning", "Failed", f"Error: {t.message}") in events(store, "missing"), what="the event")
 
     create_pod(store, "retried", ["./not-here"], restart="OnFailure")
     pod = wait_for(lambda: (p := get_pod(store, "retried")).status.container_statuses
@@ -286,7 +286,7 @@ def test_deleting_a_running_pod_kills_its_whole_process_group(store, agents, tmp
     wait_for(lambda: dead(main) and dead(child), timeout=4, what="the container and its child to die")
     folder = logs.pod_dir(tmp_path / "data", "default", "doomed", pod.uid)
     wait_for(lambda: not folder.exists(), what="the pod's records to be removed")
-    assert ("Normal", "Killing", "Stopping container main") in events(store, "doomed")
+    wait_for(lambda: ("Normal", "Killing", "Stopping container main") in events(store, "doomed"), what="the event")
 
 
 def test_active_deadline_kills_the_pod_and_fails_it(store, agents):
@@ -368,7 +368,7 @@ def test_a_deleted_pod_terminates_gracefully_and_is_removed_with_its_final_statu
     assert final.status.phase == "Succeeded"
     with pytest.raises(NotFound):
         get_pod(store, "graceful")
-    assert ("Normal", "Killing", "Stopping container main") in events(store, "graceful")
+    wait_for(lambda: ("Normal", "Killing", "Stopping container main") in events(store, "graceful"), what="the event")
     wait_for(lambda: not logs.pod_dir(tmp_path / "data", "default", "graceful", pod.uid).exists(),
              what="the pod's records to be removed")
 
