@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/mlplane demo examples/
+	$(VENV)/bin/mlplane demo examples/ examples-dra/manifests/ --node-config examples-dra/node.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -6,7 +6,7 @@ import pytest
 
 from mlplane.api import REGISTRY, Invalid
 from mlplane.api.kueue import (ClusterQueue, Cohort, Configuration, LocalQueue, ResourceFlavor, Workload,
-                               WorkloadPriorityClass, duration_seconds)
+                               WorkloadPriorityClass, cluster_queue_of, duration_seconds, reserved)
 from mlplane.api.loader import ManifestError, load_text
 from mlplane.cli.printers import print_table, since
 
@@ -453,3 +453,18 @@ def test_kueue_configuration_loads_with_upstream_defaults():
 def test_bad_configuration_is_rejected_with_the_field_named(old, new, field):
     err = _error(CONFIG.replace(old, new))
     assert f"{field}: " in err
+
+
+def test_cluster_queue_of_a_workload_is_its_admission_or_its_local_queues():
+    wl = Workload.model_validate({
+        "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "Workload", "metadata": {"name": "w", "namespace": "ns"},
+        "spec": {"queueName": "lq", "podSets": [{"name": "main", "count": 1, "template": {
+            "spec": {"containers": [{"name": "c", "image": "x"}]}}}]}})
+    queues = {"ns/lq": "queued-for"}
+    assert not reserved(wl) and cluster_queue_of(wl, queues) == "queued-for"
+    assert cluster_queue_of(wl, {"other/lq": "queued-for"}) is None
+    wl.status = type(wl.status).model_validate({
+        "admission": {"clusterQueue": "holding", "podSetAssignments": [{"name": "main", "count": 1}]},
+        "conditions": [{"type": "QuotaReserved", "status": "True", "reason": "QuotaReserved", "message": "",
+                        "lastTransitionTime": "2024-01-01T00:00:00Z"}]})
+    assert reserved(wl) and cluster_queue_of(wl, queues) == "holding"

@@ -12,9 +12,13 @@ import urllib.request
 
 import pytest
 
-from mlplane.api.kueue import ClusterQueue, LocalQueue, ResourceFlavor, Workload
+from conftest import wait_for
+from mlplane.api import Job
+from mlplane.api.kueue import ClusterQueue, Configuration, LocalQueue, ResourceFlavor, Workload
+from mlplane.api.meta import find_condition
 from mlplane.cli.main import main
 from mlplane.control.apiserver import ApiServer
+from mlplane.control.controllers.kueue import KueueController
 from mlplane.control.metrics import scrape
 
 V = "kueue.x-k8s.io/v1beta2"
@@ -161,9 +165,10 @@ def test_metrics(cluster):
         assert f"# TYPE {family} gauge" in text
     labels = 'cohort="team",cluster_queue="cq-a",flavor="a100",resource="nvidia.com/gpu"'
     assert samples == samples | {
-        # "big" failed an admission attempt in a BestEffortFIFO queue: set aside until quota frees.
-        'kueue_pending_workloads{cluster_queue="cq-a",status="active"}': "0",
-        'kueue_pending_workloads{cluster_queue="cq-a",status="inadmissible"}': "1",
+        # "big" waits, but no Kueue controller runs here to set it aside: it is in the active queue,
+        # whatever its QuotaReserved message says.
+        'kueue_pending_workloads{cluster_queue="cq-a",status="active"}': "1",
+        'kueue_pending_workloads{cluster_queue="cq-a",status="inadmissible"}': "0",
         'kueue_admitted_active_workloads{cluster_queue="cq-a"}': "1",
         'kueue_reserving_active_workloads{cluster_queue="cq-a"}': "1",
         'kueue_cluster_queue_status{cluster_queue="cq-a",status="active"}': "1",
@@ -190,3 +195,103 @@ def test_metrics_split_pending_into_active_and_inadmissible(cluster, store):
     before, after = 1704067200.0 + 60, 1704067200.0 + 601  # requeueAt is 600 s after 2024-01-01T00:00:00Z
     assert 'kueue_pending_workloads{cluster_queue="cq-a",status="inadmissible"} 1' in scrape(store, before)
     assert 'kueue_pending_workloads{cluster_queue="cq-a",status="active"} 1' in scrape(store, after)
+
+
+def test_a_stopped_or_flavorless_cluster_queue_is_pending_and_a_deleting_one_terminating(cluster, store):
+    cq = store.get(ClusterQueue, None, "cq-a")
+    cq.spec.stop_policy = "Hold"
+    store.update(cq)
+    assert 'kueue_cluster_queue_status{cluster_queue="cq-a",status="pending"} 1' in scrape(store)
+    cq = store.get(ClusterQueue, None, "cq-a")
+    cq.spec.stop_policy = "None"
+    cq.metadata.finalizers = ["kueue.x-k8s.io/resource-in-use"]
+    store.update(cq)
+    store.delete(ClusterQueue, None, "cq-a")
+    assert 'kueue_cluster_queue_status{cluster_queue="cq-a",status="terminating"} 1' in scrape(store)
+
+
+# --- with the Kueue controller running: set-aside heads and fair-sharing weighted shares ----------
+
+def _queued_job(store, name, cpu, queue):
+    return store.create(Job.model_validate({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": "default", "labels": {"kueue.x-k8s.io/queue-name": queue}},
+        "spec": {"suspend": True, "parallelism": 1, "completions": 1, "template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "x", "command": ["true"],
+                                                      "resources": {"requests": {"cpu": cpu}}}]}}}}))
+
+
+def _queues(store, strategy="BestEffortFIFO"):
+    store.create(ResourceFlavor.model_validate({"apiVersion": V, "kind": "ResourceFlavor",
+                                                "metadata": {"name": "cpu"}}))
+    for team in ("a", "b"):
+        store.create(ClusterQueue.model_validate({
+            "apiVersion": V, "kind": "ClusterQueue", "metadata": {"name": f"cq-{team}"},
+            "spec": {"cohortName": "team", "namespaceSelector": {}, "queueingStrategy": strategy,
+                     "resourceGroups": [{"coveredResources": ["cpu"], "flavors": [
+                         {"name": "cpu", "resources": [{"name": "cpu", "nominalQuota": "2"}]}]}]}}))
+        store.create(LocalQueue.model_validate({"apiVersion": V, "kind": "LocalQueue",
+                                                "metadata": {"name": f"lq-{team}", "namespace": "default"},
+                                                "spec": {"clusterQueue": f"cq-{team}"}}))
+
+
+def _pending(store, name):
+    return wait_for(lambda: next((w for w in store.list(Workload, "default").items
+                                  if w.metadata.owner_references[0].name == name
+                                  and find_condition(w.status.conditions, "QuotaReserved") is not None
+                                  and find_condition(w.status.conditions, "QuotaReserved").status == "False"), None),
+                    what=f"{name} pending")
+
+
+@pytest.mark.parametrize("strategy, active, inadmissible", [("BestEffortFIFO", 0, 1), ("StrictFIFO", 1, 0)])
+def test_metrics_count_the_heads_the_controller_set_aside_as_inadmissible(store, strategy, active, inadmissible):
+    _queues(store, strategy)
+    kueue = KueueController(store).start()
+    try:
+        _queued_job(store, "huge", "5", "lq-a")  # more than the cohort's 4 CPUs: never fits
+        _pending(store, "huge")
+        wait_for(lambda: f'kueue_pending_workloads{{cluster_queue="cq-a",status="inadmissible"}} {inadmissible}'
+                 in scrape(store), what=f"{inadmissible} inadmissible", timeout=5)
+        assert f'kueue_pending_workloads{{cluster_queue="cq-a",status="active"}} {active}' in scrape(store)
+    finally:
+        kueue.stop()
+    # A stopped controller sets nothing aside any more.
+    assert 'kueue_pending_workloads{cluster_queue="cq-a",status="inadmissible"} 0' in scrape(store)
+
+
+def test_fair_sharing_writes_weighted_shares_shown_by_metrics_and_describe(store, capsys):
+    _queues(store)
+    config = Configuration.model_validate({"apiVersion": "config.kueue.x-k8s.io/v1beta1", "kind": "Configuration",
+                                           "fairSharing": {"enable": True}})
+    kueue = KueueController(store, config=config).start()
+    srv = ApiServer(store, token="secret").start()
+    try:
+        _queued_job(store, "wide", "3", "lq-a")  # borrows 1 of the cohort's 4 lendable CPUs: 250 per mille
+        share = wait_for(lambda: (lambda fs: fs.weighted_share if fs else None)(
+            store.get(ClusterQueue, None, "cq-a").status.fair_sharing) or None, what="cq-a weighted share", timeout=5)
+        assert share == 250
+        assert store.get(ClusterQueue, None, "cq-b").status.fair_sharing.weighted_share == 0
+        text = scrape(store)
+        assert 'kueue_cluster_queue_weighted_share{cluster_queue="cq-a"} 250' in text
+        assert 'kueue_cluster_queue_weighted_share{cluster_queue="cq-b"} 0' in text
+        assert re.search(r"^Weighted Share:\s+250$", run(capsys, srv, "describe", "cq", "cq-a"), re.M)
+
+        # The CLI explains with classical admission, and says so when the plane runs fair sharing.
+        _queued_job(store, "more", "2", "lq-a")
+        wl = _pending(store, "more")
+        out = run(capsys, srv, "describe", "workload", wl.name)
+        assert re.search(r"^\s+\(computed with classical admission; ClusterQueue cq-a reports a fair-sharing "
+                         r"weighted share, so the plane admits with fair sharing and may decide otherwise\)$", out, re.M)
+    finally:
+        srv.stop()
+        kueue.stop()
+
+
+def test_without_fair_sharing_no_weighted_share_is_written_and_describe_adds_no_note(cluster, store, capsys):
+    kueue = KueueController(store).start()
+    try:
+        wait_for(lambda: store.get(ClusterQueue, None, "cq-a").metadata.finalizers, what="the controller's pass")
+        assert store.get(ClusterQueue, None, "cq-a").status.fair_sharing is None
+        assert "classical admission" not in run(capsys, cluster, "describe", "workload", "big")
+    finally:
+        kueue.stop()

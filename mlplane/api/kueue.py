@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any, Callable, Literal
 
@@ -533,6 +534,21 @@ class Workload(Object):
         return errors
 
 
+def reserved(wl: Workload) -> bool:
+    """The workload holds quota: ``status.admission`` set and ``QuotaReserved=True``
+    (Kueue's workload.HasQuotaReservation)."""
+    return wl.status.admission is not None and is_true(wl.status.conditions, "QuotaReserved")
+
+
+def cluster_queue_of(wl: Workload, local_queues: Mapping[str, str]) -> str | None:
+    """The ClusterQueue ``wl`` is in (its admission, when it holds quota) or queued for (through its
+    LocalQueue); ``local_queues`` maps "namespace/name" of each LocalQueue to its ClusterQueue.
+    None when its LocalQueue is missing."""
+    if reserved(wl):
+        return wl.status.admission.cluster_queue
+    return local_queues.get(f"{wl.namespace or 'default'}/{wl.spec.queue_name or ''}")
+
+
 # --- Kueue's Configuration file -----------------------------------------------------------
 
 # Go durations as metav1.Duration writes them: "30s", "5m", "1h30m", "1.5h".
@@ -778,4 +794,4 @@ REGISTRY.register(Kind(Workload, "workloads", namespaced=True, short_names=("wl"
 REGISTRY.register(Kind(Configuration, "configurations", namespaced=False))
 
 __all__ = ["ResourceFlavor", "ClusterQueue", "LocalQueue", "Cohort", "WorkloadPriorityClass", "Workload",
-           "Configuration", "duration_seconds", "V1BETA1_CONVERSIONS"]
+           "Configuration", "duration_seconds", "V1BETA1_CONVERSIONS", "reserved", "cluster_queue_of"]

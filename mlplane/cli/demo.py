@@ -30,9 +30,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_plane(data_dir: str, port: int) -> subprocess.Popen:
+def _start_plane(data_dir: str, port: int, node_config: str | None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "mlplane.cli.main", "up", "--data-dir", data_dir, "--port", str(port),
-           "--job-backoff", "1", "--crash-backoff", "1"]
+           "--job-backoff", "1", "--crash-backoff", "1", *(["--node-config", node_config] if node_config else [])]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -66,9 +66,9 @@ def _finished(job: Job) -> bool:
     return is_true(job.status.conditions, "Complete") or is_true(job.status.conditions, "Failed")
 
 
-def run_demo(directory: str, *, timeout: float = 300.0) -> int:
+def run_demo(directories: list[str], *, node_config: str | None = None, timeout: float = 300.0) -> int:
     try:
-        docs = load_paths([directory])
+        docs = load_paths(directories)
     except ManifestError as e:
         print("\n".join(f"error: {line}" for line in e.errors), file=sys.stderr)
         return 1
@@ -76,17 +76,19 @@ def run_demo(directory: str, *, timeout: float = 300.0) -> int:
     data_dir = tempfile.mkdtemp(prefix="mlplane-demo-")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    print(f"==> starting the embedded control plane: mlplane up --data-dir {data_dir} --port {port}")
-    proc = _start_plane(data_dir, port)
+    extra = f" --node-config {node_config}" if node_config else ""
+    print(f"==> starting the embedded control plane: mlplane up --data-dir {data_dir} --port {port}{extra}")
+    proc = _start_plane(data_dir, port, node_config)
     store = HTTPStore(url)
     t0 = time.monotonic()
     try:
         _wait_ready(store, proc)
         print(f"    up in {time.monotonic() - t0:.1f}s at {url}")
-        print(f"==> mlplane apply -f {directory}")
+        files = " ".join(f"-f {d}" for d in directories)
+        print(f"==> mlplane apply {files}")
         from mlplane.cli.main import main as cli
 
-        if cli(["apply", "-f", directory, "--server", url]) != 0:
+        if cli(["apply", *[a for d in directories for a in ("-f", d)], "--server", url]) != 0:
             return 1
         print(f"==> waiting for {len(jobs)} job(s) to finish")
         applied = time.monotonic()
@@ -158,4 +160,4 @@ def _summary(store: HTTPStore, jobs: list[Job]) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(run_demo(sys.argv[1] if len(sys.argv) > 1 else "examples"))
+    sys.exit(run_demo(sys.argv[1:] or ["examples"]))

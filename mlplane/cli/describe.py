@@ -4,6 +4,8 @@ Kueue kinds read like Kueue's ``kubectl describe``, with what explains a wait in
 Workload shows its ``QuotaReserved=False`` reason and message and, recomputed from the store at
 that moment by the admission core (``mlplane.policy.workload.kueue``), each shortfall as
 "insufficient quota for R in flavor F: requested X, available Y (nominal N, borrowing limit L)".
+The CLI cannot see the plane's Configuration, so that account uses classical admission; when the
+Workload's ClusterQueue reports ``status.fairSharing`` (the plane runs fair sharing), it says so.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from datetime import datetime, timezone
 
 from mlplane.api.batch import Job
 from mlplane.api.core import Event, Namespace, Node, Pod
+from mlplane.api.errors import NotFound
 from mlplane.api.kueue import (ClusterQueue, Cohort, FlavorUsage, LocalQueue, LocalQueueFlavorUsage, ResourceFlavor,
-                               Workload, WorkloadPriorityClass)
+                               Workload, WorkloadPriorityClass, cluster_queue_of, reserved)
 from mlplane.api.meta import Condition, LabelSelector, Object, is_true
-from mlplane.api.quantity import milli
+from mlplane.api.registry import Kind
 from mlplane.cli.printers import job_status, pod_status, since, table, waiting_condition
 from mlplane.control.store.base import Store
 from mlplane.policy.workload.kueue import snapshot
@@ -155,19 +158,23 @@ def _resources(amounts: dict[str, int]) -> list[str]:
     return [f"{r}: {format_quantity(r, v)}" for r, v in sorted(amounts.items())] or ["<none>"]
 
 
-def _per_pod(template) -> dict[str, int]:
-    """Requests of one pod in milli-units: each container's limits overlaid by its requests, summed
-    (as the admission core counts them)."""
-    out: dict[str, int] = {}
-    for c in template.spec.containers:
-        r = c.resources
-        for name, q in {**((r.limits or {}) if r else {}), **((r.requests or {}) if r else {})}.items():
-            out[name] = out.get(name, 0) + milli(q)
-    return out
+# The live explanation runs the classical admission core: the Configuration (fair sharing on or
+# off) is the plane's, which the CLI cannot read.
+_CLASSICAL_NOTE = ("(computed with classical admission; ClusterQueue {cq} reports a fair-sharing weighted share, "
+                   "so the plane admits with fair sharing and may decide otherwise)")
 
 
-def _reserved(wl: Workload) -> bool:
-    return wl.status.admission is not None and is_true(wl.status.conditions, "QuotaReserved")
+def _fair_sharing_note(store: Store, wl: Workload) -> list[str]:
+    """A note when ``wl``'s ClusterQueue has ``status.fairSharing`` (the plane runs fair sharing)."""
+    local_queues = {lq.key: lq.spec.cluster_queue for lq in store.list(LocalQueue, wl.namespace).items}
+    name = cluster_queue_of(wl, local_queues)
+    if name is None:
+        return []
+    try:
+        cq = store.get(ClusterQueue, None, name)
+    except NotFound:
+        return []
+    return [_CLASSICAL_NOTE.format(cq=name)] if cq.status.fair_sharing is not None else []
 
 
 def _explain(store: Store, wl: Workload) -> list[str]:
@@ -177,14 +184,15 @@ def _explain(store: Store, wl: Workload) -> list[str]:
     for kind in (ResourceFlavor, Cohort, ClusterQueue, LocalQueue, WorkloadPriorityClass, Namespace):
         objects.extend(store.list(kind).items)
     objects.extend(w for w in store.list(Workload).items
-                   if _reserved(w) and not is_true(w.status.conditions, "Finished") and w.key != wl.key)
+                   if reserved(w) and not is_true(w.status.conditions, "Finished") and w.key != wl.key)
     try:
         result = snapshot.schedule([*objects, wl], datetime.now(timezone.utc), 1)
     except snapshot.SnapshotError as e:
         return [f"cannot be computed: {e}"]
+    note = _fair_sharing_note(store, wl)
     if wl.key in result.admitted:
         return [f"quota is free now in ClusterQueue {result.admitted[wl.key].cluster_queue}: admitted in the next "
-                "admission pass"]
+                "admission pass", *note]
     pending = result.pending.get(wl.key)
     if pending is None:
         return ["<none>"]
@@ -192,7 +200,7 @@ def _explain(store: Store, wl: Workload) -> list[str]:
     victims = sorted(k for k, p in result.preempted.items() if p.preemptor == wl.key)
     if victims:
         lines.append(f"would preempt: {', '.join(victims)}")
-    return lines
+    return [*lines, *note]
 
 
 def _workload(lines: list[str], wl: Workload, store: Store) -> None:
@@ -206,7 +214,7 @@ def _workload(lines: list[str], wl: Workload, store: Store) -> None:
     for ps in spec.pod_sets:
         lines.append(f"  {ps.name}:")
         _field(lines, "Count", ps.count if ps.min_count is None else f"{ps.count} (min {ps.min_count})", 4)
-        per_pod = _per_pod(ps.template)
+        per_pod = snapshot.per_pod_requests(ps)
         _field(lines, "Requests per pod", _resources(per_pod), 4)
         _field(lines, "Requests in all", _resources({r: v * ps.count for r, v in per_pod.items()}), 4)
     lines.append("Admission:")

@@ -383,7 +383,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                          token=args.token or os.environ.get("MLPLANE_TOKEN"), run_node=not args.no_node,
                          node_name=args.node_name, cpu=args.cpu, memory=args.memory, node_labels=labels,
                          job_backoff=args.job_backoff, crash_backoff=args.crash_backoff,
-                         kueue_config=kueue_config)
+                         kueue_config=kueue_config,
+                         node_config=Path(args.node_config) if args.node_config else None)
     plane = ControlPlane(config)
     try:
         plane.start()
@@ -500,7 +501,7 @@ def cmd_dra_allocate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mlplane.cli.demo import run_demo
 
-    return run_demo(args.directory, timeout=parse_duration(args.timeout))
+    return run_demo(args.directory, node_config=args.node_config, timeout=parse_duration(args.timeout))
 
 
 # --- the parser ----------------------------------------------------------------------------
@@ -535,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="base CrashLoopBackOff delay for in-place container restarts (upstream: 10s)")
     up.add_argument("--kueue-config", metavar="FILE", help="Kueue Configuration (config.kueue.x-k8s.io/v1beta1) "
                     "for the workload plane: fairSharing, waitForPodsReady")
+    up.add_argument("--node-config", metavar="FILE", help="devices of the local node, published as ResourceSlices "
+                    "(YAML; see examples/dra/node.yaml; default: NVIDIA GPUs found through NVML)")
     up.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     up.set_defaults(func=cmd_up)
 
@@ -612,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     da.set_defaults(func=cmd_dra_allocate)
 
     demo = sub.add_parser("demo", help="start a throwaway control plane, run examples/, summarise, shut down")
-    demo.add_argument("directory", nargs="?", default="examples")
+    demo.add_argument("directory", nargs="*", default=["examples"], help="manifest folders or files (default: examples)")
+    demo.add_argument("--node-config", help="devices for the local node (see examples-dra/node.yaml)")
     demo.add_argument("--timeout", default="300s")
     demo.set_defaults(func=cmd_demo)
     return p

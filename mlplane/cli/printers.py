@@ -14,7 +14,7 @@ from typing import Callable
 import yaml
 
 from mlplane.api.batch import Job
-from mlplane.api.core import Event, Namespace, Node, Pod
+from mlplane.api.core import Event, Node, Pod
 from mlplane.api.kueue import ClusterQueue, FlavorUsage, Workload
 from mlplane.api.meta import Object, find_condition, is_true, parse_time
 from mlplane.api.quantity import parse_quantity

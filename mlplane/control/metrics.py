@@ -7,11 +7,12 @@ reportResourceMetrics): quantities in base units (CPU in cores, memory in bytes)
 borrowing or lending limit as ``+Inf``.
 
 ``kueue_pending_workloads`` splits a ClusterQueue's pending workloads by ``status``: ``inadmissible``
-are those that wait for the cluster to change (a failed admission attempt in a BestEffortFIFO queue,
-which the Kueue controller sets aside, or a requeue backoff that has not run out), ``active`` the
-others; a workload with ``spec.active: false`` is in no queue and not counted (Kueue deactivates it).
-The store keeps no "set aside" flag, so a failed attempt is read from the workload's
-``QuotaReserved=False`` message, which then starts with "couldn't assign flavors".
+are those that wait for the cluster to change (the heads a BestEffortFIFO queue set aside after a
+failed admission attempt, or a requeue backoff that has not run out), ``active`` the others; a
+workload with ``spec.active: false`` is in no queue and not counted (Kueue deactivates it). As in
+Kueue, where the queue manager keeps them in memory (pkg/cache/queue/cluster_queue.go
+inadmissibleWorkloads), the set-aside heads are not in the store: the Kueue controller registers
+itself as their source with ``register_inadmissible`` while it runs, and ``scrape`` asks it.
 
 ``render`` writes the Prometheus text exposition format, version 0.0.4
 (https://prometheus.io/docs/instrumenting/exposition_formats/).
@@ -20,21 +21,36 @@ The store keeps no "set aside" flag, so a failed attempt is read from the worklo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import threading
+import weakref
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from mlplane.api.kueue import ClusterQueue, LocalQueue, ResourceFlavor, Workload
-from mlplane.api.meta import find_condition, is_true, parse_time
+from mlplane.api.kueue import ClusterQueue, Cohort, LocalQueue, ResourceFlavor, Workload, cluster_queue_of, reserved
+from mlplane.api.meta import is_true, parse_time
 from mlplane.api.quantity import parse_quantity
 from mlplane.control.store.base import Store
+from mlplane.policy.workload.kueue import snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # ClusterQueue statuses of kueue_cluster_queue_status (metrics.go CQStatuses).
 CQ_STATUSES = ("pending", "active", "terminating")
-_FAILED_ATTEMPT = "couldn't assign flavors"
-_WAITING_FOR_VICTIMS = "Pending the preemption"
+
+# The source of the set-aside workload keys of each store's Kueue controller.
+_sources: "weakref.WeakKeyDictionary[Store, Callable[[], Container[str]]]" = weakref.WeakKeyDictionary()
+_sources_lock = threading.Lock()
+
+
+def register_inadmissible(store: Store, source: Callable[[], Container[str]] | None) -> None:
+    """Make ``source()`` (the keys of the workloads set aside as inadmissible) what ``scrape(store)``
+    reads; None removes it."""
+    with _sources_lock:
+        if source is None:
+            _sources.pop(store, None)
+        else:
+            _sources[store] = source
 
 
 @dataclass
@@ -78,27 +94,21 @@ def render(families: Iterable[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _reserved(wl: Workload) -> bool:
-    return wl.status.admission is not None and is_true(wl.status.conditions, "QuotaReserved")
-
-
-def _inadmissible(wl: Workload, strategy: str, now: float) -> bool:
+def _inadmissible(wl: Workload, set_aside: Container[str], now: float) -> bool:
+    if wl.key in set_aside:
+        return True
     state = wl.status.requeue_state
     at = parse_time(state.requeue_at if state else None)
-    if at is not None and at.timestamp() > now:
-        return True
-    c = find_condition(wl.status.conditions, "QuotaReserved")
-    message = (c.message or "") if c is not None and c.status == "False" else ""
-    return (strategy == "BestEffortFIFO" and message.startswith(_FAILED_ATTEMPT)
-            and _WAITING_FOR_VICTIMS not in message)
+    return at is not None and at.timestamp() > now
 
 
-def _cq_status(cq: ClusterQueue, flavors: set[str]) -> str:
-    """Kueue's CQ status: terminating while deleted, pending when stopped or a flavor is missing."""
-    if cq.metadata.deletion_timestamp:
+def _cq_status(active: tuple[str, str, str]) -> str:
+    """Kueue's CQ status from the ``Active`` condition: terminating while deleted, pending while
+    inactive (stopped, a flavor missing, ...), active otherwise."""
+    status, reason, _ = active
+    if reason == snapshot.TERMINATING:
         return "terminating"
-    missing = any(f.name not in flavors for g in cq.spec.resource_groups or [] for f in g.flavors)
-    return "pending" if cq.spec.stop_policy != "None" or missing else "active"
+    return "active" if status == "True" else "pending"
 
 
 def _base_units(value: str | None) -> float:
@@ -106,8 +116,10 @@ def _base_units(value: str | None) -> float:
 
 
 def kueue_families(cluster_queues: list[ClusterQueue], local_queues: list[LocalQueue], workloads: list[Workload],
-                   flavors: list[ResourceFlavor], now: float) -> list[Family]:
-    """Kueue's ClusterQueue metrics for these objects, ClusterQueues and their flavors in name and spec order."""
+                   flavors: list[ResourceFlavor], cohorts: list[Cohort], now: float,
+                   set_aside: Container[str] = frozenset()) -> list[Family]:
+    """Kueue's ClusterQueue metrics for these objects, ClusterQueues and their flavors in name and spec
+    order; ``set_aside``: keys of the pending workloads set aside as inadmissible."""
     pending = Family("kueue_pending_workloads",
                      "The number of pending workloads, per 'cluster_queue' and 'status'.\n'status' can have the "
                      "following values:\n- \"active\" means that the workloads are in the admission queue.\n- "
@@ -138,21 +150,20 @@ def kueue_families(cluster_queues: list[ClusterQueue], local_queues: list[LocalQ
                       "and divided by the weight.\nIf zero, it means that the usage of the ClusterQueue is below the "
                       "nominal quota.")
 
-    cq_of_lq = {(lq.namespace, lq.name): lq.spec.cluster_queue for lq in local_queues}
-    flavor_names = {f.name for f in flavors}
+    cq_of_lq = {lq.key: lq.spec.cluster_queue for lq in local_queues}
+    activity = snapshot.queue_activity([*flavors, *cohorts, *cluster_queues])
     live = [wl for wl in workloads if not is_true(wl.status.conditions, "Finished")]
     for cq in sorted(cluster_queues, key=lambda q: q.name):
         name, cohort = cq.name, cq.spec.cohort_name or ""
-        mine = [wl for wl in live if (wl.status.admission.cluster_queue if _reserved(wl)
-                                      else cq_of_lq.get((wl.namespace, wl.spec.queue_name or ""))) == name]
-        waiting = [wl for wl in mine if not _reserved(wl) and wl.spec.active]
-        blocked = sum(1 for wl in waiting if _inadmissible(wl, cq.spec.queueing_strategy, now))
+        mine = [wl for wl in live if cluster_queue_of(wl, cq_of_lq) == name]
+        waiting = [wl for wl in mine if not reserved(wl) and wl.spec.active]
+        blocked = sum(1 for wl in waiting if _inadmissible(wl, set_aside, now))
         pending.add(len(waiting) - blocked, cluster_queue=name, status="active")
         pending.add(blocked, cluster_queue=name, status="inadmissible")
-        reserving.add(sum(1 for wl in mine if _reserved(wl)), cluster_queue=name)
-        admitted.add(sum(1 for wl in mine if _reserved(wl) and is_true(wl.status.conditions, "Admitted")),
+        reserving.add(sum(1 for wl in mine if reserved(wl)), cluster_queue=name)
+        admitted.add(sum(1 for wl in mine if reserved(wl) and is_true(wl.status.conditions, "Admitted")),
                      cluster_queue=name)
-        current = _cq_status(cq, flavor_names)
+        current = _cq_status(activity[name])
         for status in CQ_STATUSES:
             by_status.add(1 if status == current else 0, cluster_queue=name, status=status)
         for group in cq.spec.resource_groups or []:
@@ -176,8 +187,12 @@ def scrape(store: Store, now: float | None = None) -> str:
     """Read the Kueue objects from ``store`` and render their metrics."""
     if now is None:
         now = datetime.now(timezone.utc).timestamp()
+    with _sources_lock:
+        source = _sources.get(store)
+    set_aside = source() if source is not None else frozenset()
     return render(kueue_families(store.list(ClusterQueue).items, store.list(LocalQueue).items,
-                                 store.list(Workload).items, store.list(ResourceFlavor).items, now))
+                                 store.list(Workload).items, store.list(ResourceFlavor).items,
+                                 store.list(Cohort).items, now, set_aside))
 
 
-__all__ = ["Family", "render", "kueue_families", "scrape", "CONTENT_TYPE"]
+__all__ = ["Family", "render", "kueue_families", "scrape", "register_inadmissible", "CONTENT_TYPE"]

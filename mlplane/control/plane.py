@@ -24,6 +24,7 @@ from mlplane.api.meta import ObjectMeta
 from mlplane.control.apiserver import ApiServer
 from mlplane.control.controllers.job import JobController
 from mlplane.control.controllers.kueue import KueueController
+from mlplane.control.controllers.resourceclaim import ResourceClaimController
 from mlplane.control.controllers.scheduler import Scheduler
 from mlplane.control.node.agent import NodeAgent
 from mlplane.control.store.embedded import EmbeddedStore
@@ -48,6 +49,7 @@ class PlaneConfig:
     job_backoff: float = 10.0  # upstream's pod-failure backoff base
     crash_backoff: float = 10.0  # upstream's CrashLoopBackOff base
     kueue_config: Configuration | None = None  # Kueue's config file (fairSharing, waitForPodsReady)
+    node_config: Path | None = None  # the node's devices (mlplane.control.node.devices); None: NVML GPUs
 
 
 class ControlPlane:
@@ -98,10 +100,11 @@ class ControlPlane:
                     pass
             self.apiserver.start()
             self._parts = [Scheduler(self.store), JobController(self.store, backoff_base=cfg.job_backoff),
-                           KueueController(self.store, config=cfg.kueue_config)]
+                           KueueController(self.store, config=cfg.kueue_config), ResourceClaimController(self.store)]
             if cfg.run_node:
                 self.agent = NodeAgent(self.store, self.data_dir, cfg.node_name, cpu=cfg.cpu, memory=cfg.memory,
-                                       labels=cfg.node_labels, crash_backoff=cfg.crash_backoff)
+                                       labels=cfg.node_labels, crash_backoff=cfg.crash_backoff,
+                                       node_config=cfg.node_config)
                 self._parts.append(self.agent)
             for part in self._parts:
                 part.start()

@@ -35,10 +35,14 @@ de-duplicates, so a burst of changes is one pass): one scheduling cycle of
 
 A BestEffortFIFO ClusterQueue sets aside a head that cannot be admitted, so the next workload is
 tried in the next pass; the set-aside workloads return once quota is released (a workload finishes,
-is evicted or deleted) or a queue, cohort or flavor changes (Kueue's inadmissible workloads).
+is evicted or deleted) or a queue, cohort or flavor changes (Kueue's inadmissible workloads). As in
+Kueue's queue manager they are kept in memory, not in the store: ``inadmissible()`` lists them and
+``/metrics`` reads them from there (``kueue_pending_workloads{status="inadmissible"}``).
 
 ClusterQueue and LocalQueue status (pendingWorkloads, reservingWorkloads, admittedWorkloads,
-flavorsReservation, flavorsUsage) is written after every pass, only when it changed, and each
+flavorsReservation, flavorsUsage; with fair sharing on, ``fairSharing.weightedShare``: the
+ClusterQueue's dominant resource share over its weight, rounded up, as Kueue's
+clusterqueue_controller.go writes it) is written after every pass, only when it changed, and each
 ClusterQueue gets the condition ``Active``: True (Ready, "Can admit new workloads") or False with
 the first of the reasons Stopped, FlavorNotFound and the message listing them all
 (pkg/cache/scheduler/clusterqueue.go inactiveReason). A ClusterQueue or LocalQueue with
@@ -91,13 +95,15 @@ from datetime import datetime, timezone
 from mlplane.api.batch import Job
 from mlplane.api.core import Namespace
 from mlplane.api.errors import NotFound
-from mlplane.api.kueue import (Admission, ClusterQueue, ClusterQueueStatus, Cohort, Configuration, FlavorUsage,
-                               LocalQueue, LocalQueueFlavorUsage, LocalQueueResourceUsage, LocalQueueStatus, PodSet,
-                               PriorityClassRef, RequeueState, ResourceFlavor, ResourceUsage, Workload,
-                               WorkloadPriorityClass, WorkloadSpec, duration_seconds)
+from mlplane.api.kueue import (Admission, ClusterQueue, ClusterQueueStatus, Cohort, Configuration, FairSharingStatus,
+                               FlavorUsage, LocalQueue, LocalQueueFlavorUsage, LocalQueueResourceUsage,
+                               LocalQueueStatus, PodSet, PriorityClassRef, RequeueState, ResourceFlavor, ResourceUsage,
+                               Workload, WorkloadPriorityClass, WorkloadSpec, cluster_queue_of, duration_seconds,
+                               reserved)
 from mlplane.api.meta import Object, ObjectMeta, controller_of, find_condition, is_true, owner_reference, parse_time, \
     set_condition
 from mlplane.api.quantity import milli
+from mlplane.control import metrics
 from mlplane.control.runtime import Controller, EventRecorder, Informer, Requeue
 from mlplane.control.store.base import Store
 from mlplane.policy.workload.job import is_finished
@@ -136,10 +142,6 @@ def workload_name(job: Job) -> str:
 
 def _stamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _reserved(wl: Workload) -> bool:
-    return wl.status.admission is not None and is_true(wl.status.conditions, "QuotaReserved")
 
 
 def _finished(wl: Workload) -> bool:
@@ -199,9 +201,11 @@ class KueueController:
         for informer in self._informers:
             informer.start()
         self.controller.start()
+        metrics.register_inadmissible(self.store, self.inadmissible)
         return self
 
     def stop(self) -> None:
+        metrics.register_inadmissible(self.store, None)
         self.controller.stop()
         for informer in reversed(self._informers):
             informer.stop()
@@ -209,7 +213,7 @@ class KueueController:
     # -- triggers ---------------------------------------------------------------------------------
     def _on_workload(self, type_: str, old: Object | None, new: Object) -> None:
         assert isinstance(new, Workload)
-        released = type_ == "DELETED" or (isinstance(old, Workload) and _reserved(old) and not _reserved(new)) or (
+        released = type_ == "DELETED" or (isinstance(old, Workload) and reserved(old) and not reserved(new)) or (
             _finished(new) and not (isinstance(old, Workload) and _finished(old)))
         if released:
             self._requeue_set_aside()
@@ -226,6 +230,12 @@ class KueueController:
             return
         self._requeue_set_aside()
         self.controller.queue.add(ADMISSION_KEY)
+
+    def inadmissible(self) -> frozenset[str]:
+        """Keys of the pending workloads set aside now: BestEffortFIFO heads that could not be
+        admitted and wait for a release or a queue, cohort or flavor change."""
+        with self._lock:
+            return frozenset(self._set_aside)
 
     def _requeue_set_aside(self) -> None:
         with self._lock:
@@ -275,7 +285,7 @@ class KueueController:
             job = self._start_job(job, wl)
         elif not running:
             job = self._stop_job(job, wl, evicted.message if evicting else None)
-        if evicting and _reserved(wl) and job.spec.suspend and not job.status.active:
+        if evicting and reserved(wl) and job.spec.suspend and not job.status.active:
             wl = self._release(wl, evicted.reason or "Preempted", evicted.message or "")
             self._sync_pods_ready(wl, job)
         return wake
@@ -450,9 +460,9 @@ class KueueController:
         local_queues = {o.key: o for o in config if isinstance(o, LocalQueue)}
         cq_of = {key: lq.spec.cluster_queue for key, lq in local_queues.items()}
         for key, wl in workloads.items():
-            if _finished(wl) or not (wl.spec.active or _reserved(wl)):
+            if _finished(wl) or not (wl.spec.active or reserved(wl)):
                 continue  # an inactive workload is in no queue
-            if _reserved(wl):
+            if reserved(wl):
                 wl = workloads[key] = self._drain(wl, queues, local_queues)
             else:
                 at = parse_time(wl.status.requeue_state.requeue_at if wl.status.requeue_state else None)
@@ -464,7 +474,7 @@ class KueueController:
                 if key in set_aside:
                     continue
             candidates.append(wl)
-        if self.block_admission and any(_reserved(wl) and not is_true(wl.status.conditions, "PodsReady")
+        if self.block_admission and any(reserved(wl) and not is_true(wl.status.conditions, "PodsReady")
                                         for wl in candidates):
             # blockAdmission: the scheduler waits until every admitted workload is PodsReady.
             self._write_queue_status(config, [wl for wl in workloads.values() if not _finished(wl)], cq_of)
@@ -510,7 +520,7 @@ class KueueController:
         every live one; removed from one being deleted once no workload holds quota in the
         ClusterQueue, or no ClusterQueue references the ResourceFlavor. Returns ``config`` without
         the objects whose deletion completed."""
-        reserving = {wl.status.admission.cluster_queue for wl in workloads.values() if _reserved(wl)
+        reserving = {wl.status.admission.cluster_queue for wl in workloads.values() if reserved(wl)
                      and not _finished(wl)}
         referenced = {f.name for cq in config if isinstance(cq, ClusterQueue)
                       for g in cq.spec.resource_groups or [] for f in g.flavors}
@@ -589,23 +599,26 @@ class KueueController:
 
     # -- queue status ------------------------------------------------------------------------------
     def _write_queue_status(self, config: list[Object], workloads: list[Workload], cq_of: dict[str, str]) -> None:
+        """Queue status; with fair sharing on, each ClusterQueue's ``fairSharing.weightedShare`` too."""
         queues = {cq.name: cq for cq in config if isinstance(cq, ClusterQueue)}
         activity = snapshot.queue_activity(config)
+        shares = self._weighted_shares(config, workloads)
         for obj in config:
             if isinstance(obj, ClusterQueue):
-                mine = [wl for wl in workloads if (wl.status.admission.cluster_queue if _reserved(wl) else
-                                                   cq_of.get(f"{wl.namespace}/{wl.spec.queue_name}")) == obj.name]
+                mine = [wl for wl in workloads if cluster_queue_of(wl, cq_of) == obj.name]
                 status = obj.status.model_copy(deep=True)
                 _count(status, mine)
                 status.conditions = set_condition(status.conditions, "Active", *activity[obj.name])
-                status.flavors_reservation = _cq_usage(obj, [wl for wl in mine if _reserved(wl)])
+                if obj.name in shares:
+                    status.fair_sharing = FairSharingStatus(weighted_share=shares[obj.name])
+                status.flavors_reservation = _cq_usage(obj, [wl for wl in mine if reserved(wl)])
                 status.flavors_usage = _cq_usage(obj, [wl for wl in mine if _admitted(wl)])
             elif isinstance(obj, LocalQueue):
                 mine = [wl for wl in workloads if wl.namespace == obj.namespace and wl.spec.queue_name == obj.name]
                 status = obj.status.model_copy(deep=True)
                 _count(status, mine)
                 cq = queues.get(obj.spec.cluster_queue)
-                status.flavors_reservation = _lq_usage(cq, [wl for wl in mine if _reserved(wl)])
+                status.flavors_reservation = _lq_usage(cq, [wl for wl in mine if reserved(wl)])
                 status.flavors_usage = _lq_usage(cq, [wl for wl in mine if _admitted(wl)])
             else:
                 continue
@@ -613,9 +626,20 @@ class KueueController:
                 obj.status = status
                 self.store.update_status(obj)
 
+    def _weighted_shares(self, config: list[Object], workloads: list[Workload]) -> dict[str, int]:
+        """The weighted share of every ClusterQueue on the quota held now; empty without fair sharing."""
+        if self.config is None or not self.config.fair_sharing_enabled:
+            return {}
+        objects = [*config, self.config, *(wl for wl in workloads if reserved(wl))]
+        try:
+            return snapshot.weighted_shares(objects, time.time())
+        except snapshot.SnapshotError as e:
+            log.error("Kueue weighted shares not computed: %s", e)
+            return {}
+
 
 def _admitted(wl: Workload) -> bool:
-    return _reserved(wl) and is_true(wl.status.conditions, "Admitted")
+    return reserved(wl) and is_true(wl.status.conditions, "Admitted")
 
 
 def _pods_count(job: Job) -> int:
@@ -632,8 +656,8 @@ def _job_pods_ready(job: Job) -> bool:
 
 
 def _count(status: ClusterQueueStatus | LocalQueueStatus, workloads: list[Workload]) -> None:
-    status.pending_workloads = sum(1 for wl in workloads if not _reserved(wl))
-    status.reserving_workloads = sum(1 for wl in workloads if _reserved(wl))
+    status.pending_workloads = sum(1 for wl in workloads if not reserved(wl))
+    status.reserving_workloads = sum(1 for wl in workloads if reserved(wl))
     status.admitted_workloads = sum(1 for wl in workloads if _admitted(wl))
 
 

@@ -8,6 +8,14 @@ take); a chosen pod is *assumed* on its node at once, so the next cycle already 
 (PreBind, Bind: ``store.bind``), status writes and Events happen on a small pool of threads, so the
 durable writes of many pods share commits.
 
+Device plane (DRA): informers on DeviceClasses, ResourceSlices and ResourceClaims keep the
+snapshot's ``devices`` current for the DynamicResources plugin, and ``ClaimWriter`` is that
+plugin's PreBind, run first in every binding cycle: it writes each claim's
+``status.allocation`` and adds the pod to ``status.reservedFor`` before the pod is bound
+(upstream's PreBind, bindClaim).
+Unschedulable pods are retried when a DeviceClass or ResourceSlice changes, or a claim is
+created, deleted or gives devices back.
+
 As kube-scheduler does (pkg/scheduler/schedule_one.go): a pod that fits nowhere gets
 ``PodScheduled=False`` reason ``Unschedulable`` with the diagnosis as message and a Warning Event
 ``FailedScheduling``; a gated pod gets ``PodScheduled=False`` reason ``SchedulingGated``; a bound
@@ -27,11 +35,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from mlplane.api.core import Node, Pod
+from mlplane.api.resource import DeviceClass, ResourceClaim, ResourceSlice
 from mlplane.api.errors import Conflict, NotFound
 from mlplane.api.meta import find_condition, set_condition
 from mlplane.control.runtime.events import EventRecorder
 from mlplane.control.runtime.informer import Informer
 from mlplane.control.store.base import Store
+from mlplane.policy.pod.dynamicresources import STATE_KEY as DRA_STATE_KEY
+from mlplane.policy.pod.dynamicresources import ClaimsState, pod_reference, reserved_for
 from mlplane.policy.pod.framework import Framework
 from mlplane.policy.pod.interface import Code, CycleState, ScheduleResult, Status
 from mlplane.policy.pod.plugins import default_framework
@@ -67,6 +78,63 @@ class DefaultBinder:
         return None
 
 
+class ClaimWriter:
+    """PreBind of the DynamicResources plugin: writes the claims the cycle reserved to the store.
+
+    For each claim: its ``status.allocation`` (when the cycle allocated it) and the pod in
+    ``status.reservedFor``, in one status update on the store's current copy. A claim that
+    meanwhile got another allocation fails the binding (the pod is tried again); a Conflict is
+    retried on a fresh copy.
+    """
+
+    name = "DynamicResourcesPreBind"
+    RETRIES = 5
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def pre_bind(self, state: CycleState, pod: PodInfo, node: str) -> Status:
+        if DRA_STATE_KEY not in state:
+            return Status.skip()  # the pod has no claims
+        data: ClaimsState = state.read(DRA_STATE_KEY)
+        for wanted in data.claims_to_write:
+            status = self._write(wanted, pod)
+            if status is not None:
+                return status
+        return Status()
+
+    def _write(self, wanted: ResourceClaim, pod: PodInfo) -> Status | None:
+        for _ in range(self.RETRIES):
+            claim = self.store.get(ResourceClaim, wanted.namespace, wanted.name)
+            if claim.uid != wanted.uid:
+                return Status.unschedulable(f"resourceclaim {claim.name} was replaced")
+            current = claim.status.allocation
+            if current is not None and current != wanted.status.allocation:
+                return Status.unschedulable(f"resourceclaim {claim.name} got allocated meanwhile")
+            if current is not None and reserved_for(claim, pod.uid):
+                return None
+            consumers = list(claim.status.reserved_for or [])
+            if not reserved_for(claim, pod.uid):
+                consumers.append(pod_reference(pod))
+            updated = claim.model_copy(update={"status": claim.status.model_copy(
+                update={"allocation": wanted.status.allocation, "reserved_for": consumers})})
+            try:
+                self.store.update_status(updated)
+                return None
+            except Conflict:
+                continue
+        return Status.error(f"resourceclaim {wanted.name}: too many conflicts writing the allocation")
+
+
+def _claim_freed(old: ResourceClaim | None, new: ResourceClaim) -> bool:
+    """Whether a claim update may let a pending pod fit: the claim is new, or gave back devices
+    or reservations."""
+    if old is None:
+        return True
+    return ((old.status.allocation is not None and new.status.allocation is None)
+            or len(new.status.reserved_for or []) < len(old.status.reserved_for or []))
+
+
 def _node_offer(node: Node) -> tuple:
     """What a node offers to scheduling; a change in anything else (heartbeats) retries nobody."""
     return (node.status.allocatable, node.metadata.labels, node.spec.taints, node.spec.unschedulable)
@@ -92,6 +160,7 @@ class Scheduler:
         if not framework.bind_plugins:
             framework = framework.with_plugins(DefaultBinder(store))
         self.framework = framework
+        self.claim_writer = ClaimWriter(store)
         self.recorder = recorder if recorder is not None else EventRecorder(store, name)
         self.unschedulable_timeout, self.sync_timeout = unschedulable_timeout, sync_timeout
         self.snapshot = Snapshot()
@@ -102,6 +171,9 @@ class Scheduler:
         self._seq = itertools.count()
         self._nodes = Informer(store, Node)
         self._pods = Informer(store, Pod)
+        self._classes = Informer(store, DeviceClass)
+        self._slices = Informer(store, ResourceSlice)
+        self._claims = Informer(store, ResourceClaim)
         self._pool = ThreadPoolExecutor(bind_workers, thread_name_prefix=f"{name}-bind")
         self._thread: threading.Thread | None = None
 
@@ -109,9 +181,13 @@ class Scheduler:
     def start(self) -> "Scheduler":
         self._nodes.add_handler(self._on_node)
         self._pods.add_handler(self._on_pod)
-        self._nodes.start()
-        self._pods.start()
-        for informer in (self._nodes, self._pods):
+        self._classes.add_handler(self._on_class)
+        self._slices.add_handler(self._on_slice)
+        self._claims.add_handler(self._on_claim)
+        informers = (self._classes, self._slices, self._claims, self._nodes, self._pods)
+        for informer in informers:
+            informer.start()
+        for informer in informers:
             if not informer.wait_synced(self.sync_timeout):
                 log.warning("%s: %s cache not synced after %.0fs; scheduling as events arrive",
                             self.name, informer.model.KIND, self.sync_timeout)
@@ -125,8 +201,8 @@ class Scheduler:
             self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self._nodes.stop()
-        self._pods.stop()
+        for informer in (self._nodes, self._pods, self._classes, self._slices, self._claims):
+            informer.stop()
         self._pool.shutdown(wait=True)
 
     # -- informer events (informer threads) -------------------------------------------------------
@@ -139,6 +215,37 @@ class Scheduler:
             if old is None or _node_offer(old) != _node_offer(node):
                 self.queue.move_all(time.monotonic())
                 self._cv.notify()
+
+    def _retry_unschedulable(self) -> None:
+        """Something a pending pod may have waited for changed (under the lock)."""
+        self.queue.move_all(time.monotonic())
+        self._cv.notify()
+
+    def _on_class(self, type_: str, old: DeviceClass | None, device_class: DeviceClass) -> None:
+        with self._cv:
+            if type_ == "DELETED":
+                self.snapshot.devices.remove_class(device_class.name)
+                return
+            self.snapshot.devices.set_class(device_class)
+            self._retry_unschedulable()
+
+    def _on_slice(self, type_: str, old: ResourceSlice | None, resource_slice: ResourceSlice) -> None:
+        with self._cv:
+            if type_ == "DELETED":
+                self.snapshot.devices.remove_slice(resource_slice.name)
+                return
+            self.snapshot.devices.set_slice(resource_slice)
+            self._retry_unschedulable()
+
+    def _on_claim(self, type_: str, old: ResourceClaim | None, claim: ResourceClaim) -> None:
+        with self._cv:
+            if type_ == "DELETED":
+                self.snapshot.devices.remove_claim(claim.key)
+                self._retry_unschedulable()
+                return
+            self.snapshot.devices.set_claim(claim)
+            if _claim_freed(old, claim):
+                self._retry_unschedulable()
 
     def _on_pod(self, type_: str, old: Pod | None, pod: Pod) -> None:
         key = pod.key
@@ -282,7 +389,9 @@ class Scheduler:
         pod, node, state = result.pod, result.node, result.state
         assert node is not None and state is not None
         try:
-            status = self.framework.pre_bind(state, pod, node)
+            status = self.claim_writer.pre_bind(state, pod, node)
+            if status.code is Code.SKIP or status.is_success:
+                status = self.framework.pre_bind(state, pod, node)
             if status.is_success:
                 status = self.framework.bind(state, pod, node)
         except (Conflict, NotFound) as e:

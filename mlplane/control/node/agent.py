@@ -24,6 +24,11 @@ Upstream behaviour followed here, by source:
   deletionGracePeriodSeconds, a last status, and then a delete with grace period 0 that removes it
   (pkg/kubelet/status/status_manager.go); its logs stay readable until then. A pod removed
   outright (a forced delete) has its processes killed at once.
+
+Devices (``devices``): the agent publishes this node's ResourceSlices at start and re-checks them
+at every heartbeat (a changed node configuration file, a GPU that came or went), and gives each
+container the environment that names its allocated devices; a container whose claims are not
+allocated yet waits in ContainerCreating, as the kubelet's PrepareDynamicResources makes it.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from mlplane.api.core import (Container, ContainerState, ContainerStateRunning, 
                               PodStatus)
 from mlplane.api.errors import AlreadyExists, Conflict, NotFound
 from mlplane.api.meta import Condition, ObjectMeta, find_condition, now, parse_time, set_condition
-from mlplane.control.node import logs, resources
+from mlplane.control.node import devices, logs, resources
 from mlplane.control.node.process import (POD_IP, STATE_FILE, Attempt, ConfigError, ContainerRecord, PodRecord,
                                           StartError, argv_of, declared_env, find_executable, process_env, spawn,
                                           terminated, working_dir)
@@ -60,6 +65,7 @@ GRACE_CAP = 60  # longest wait between SIGTERM and SIGKILL, whatever termination
 ADOPTED_POLL = 0.2  # seconds between checks on processes adopted from an earlier agent
 READY_MESSAGE = "mlplane node agent is posting ready status"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+CLAIM_RETRY = 1.0  # seconds between looks at a container whose claims are not allocated yet
 
 
 def go_duration(seconds: float) -> str:
@@ -92,7 +98,7 @@ class NodeAgent:
 
     def __init__(self, store: Store, data_dir: str | Path, node_name: str | None = None, *, cpu: str | None = None,
                  memory: str | None = None, max_pods: int = 110, labels: dict | None = None,
-                 crash_backoff: float = 10.0, heartbeat: float = 10.0):
+                 crash_backoff: float = 10.0, heartbeat: float = 10.0, node_config: str | Path | None = None):
         self.node_name = node_name or resources.default_node_name()
         for what, meta in (("node name", {"name": self.node_name}),
                            ("node labels", {"labels": resources.labels(self.node_name, labels)})):
@@ -104,6 +110,10 @@ class NodeAgent:
             raise ValueError(f"invalid --crash-backoff {crash_backoff!r}: must not be negative")
         if heartbeat <= 0:
             raise ValueError(f"invalid heartbeat {heartbeat!r}: must be greater than zero")
+        # A bad node configuration file fails here (NodeConfigError is a ValueError), before anything runs.
+        self.node_config = Path(node_config) if node_config is not None else None
+        self._config_stamp = self._stamp()
+        self._config_devices = devices.load_node_config(self.node_config) if self.node_config else None
         self.capacity = resources.capacity(cpu, memory, max_pods)
         self.labels = resources.labels(self.node_name, labels)
         self.store = store
@@ -130,6 +140,7 @@ class NodeAgent:
             return self
         self._started = True
         self._register_node()
+        self.publish_devices()
         self.informer.start()
         if not self.informer.wait_synced(30):
             self.informer.stop()
@@ -229,6 +240,7 @@ class NodeAgent:
         while not self._stop.wait(self.heartbeat):
             try:
                 self._post_heartbeat()
+                self.publish_devices()
             except Exception as e:  # the store may be restarting: try again at the next beat
                 log.warning("node agent: heartbeat for node %s failed: %s", self.node_name, e)
 
@@ -246,6 +258,34 @@ class NodeAgent:
                 return
             except Conflict:
                 continue
+
+    # -- devices ---------------------------------------------------------------------------------
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.node_config.stat() if self.node_config else None
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size) if st else None
+
+    def _inventory(self) -> list[devices.DriverDevices]:
+        """The node configuration's devices (re-read when the file changed), else NVIDIA GPUs by NVML."""
+        if self.node_config is None:
+            return devices.nvml_devices()
+        stamp = self._stamp()
+        if stamp != self._config_stamp:
+            try:
+                self._config_devices = devices.load_node_config(self.node_config)
+                log.info("node agent %s: node config %s changed; publishing its devices", self.node_name,
+                         self.node_config)
+            except devices.NodeConfigError as e:
+                log.warning("node agent %s: keeping the devices published before: %s", self.node_name, e)
+            self._config_stamp = stamp
+        return self._config_devices or []
+
+    def publish_devices(self) -> bool:
+        """Make this node's ResourceSlices match its devices now; returns whether any slice was written."""
+        node = self.store.get(Node, None, self.node_name)
+        return devices.publish_slices(self.store, node, self._inventory())
 
     # -- process exits ---------------------------------------------------------------------------
     def _adopt_all(self) -> None:
@@ -416,6 +456,8 @@ class NodeAgent:
                 c.restart_count += 1
                 c.restart_at = None
             self._start(pod, rec, container, c)
+            if c.attempt is None and c.terminated is None and not c.config_error:
+                return time.time() + CLAIM_RETRY  # its devices are not ready yet
             # A start that failed is a terminated attempt too: look again now to apply the restart policy.
             return time.time() if c.terminated is not None else None
 
@@ -432,7 +474,14 @@ class NodeAgent:
             self.recorder.warning(pod, "Failed", f"Error: {e}")
             return
         try:
-            env = process_env(self._base_env, pod, declared)
+            device_env = devices.container_device_env(self.store, pod, container)
+        except devices.ClaimNotReady as e:
+            self.recorder.warning(pod, "FailedPrepareDynamicResources",
+                                  f"Failed to prepare dynamic resources: {e}")
+            return
+        try:
+            # Device variables come last, as a runtime applies CDI edits after the container's env.
+            env = {**process_env(self._base_env, pod, declared), **device_env}
             argv = argv_of(container, declared)
             cwd = working_dir(container)
             find_executable(argv[0], env.get("PATH"), cwd)

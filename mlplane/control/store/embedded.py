@@ -22,7 +22,7 @@ import secrets
 import sqlite3
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from mlplane.api.errors import AlreadyExists, BadRequest, Conflict, Gone, Invalid, NotFound
 from mlplane.api.meta import Object, now, set_condition
 from mlplane.api.registry import REGISTRY, Kind

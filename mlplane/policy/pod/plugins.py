@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from mlplane.api.core import Taint, Toleration
+from mlplane.policy.pod.dynamicresources import DynamicResources
 from mlplane.policy.pod.framework import Framework
 from mlplane.policy.pod.interface import MAX_NODE_SCORE, CycleState, Status
 from mlplane.policy.pod.snapshot import CPU, MEMORY, NodeInfo, PodInfo
@@ -182,9 +183,10 @@ DEFAULT_WEIGHTS = {TaintToleration.name: 3, NodeResourcesLeastAllocated.name: 1}
 
 
 def default_plugins() -> list:
-    """The default plugins, in upstream's order at each extension point."""
+    """The default plugins, in upstream's order at each extension point (DynamicResources after
+    the node and resource filters, as in default_plugins.go)."""
     return [SchedulingGates(), NodeUnschedulable(), NodeName(), TaintToleration(), NodeAffinity(),
-            NodeResourcesFit(), NodeResourcesLeastAllocated()]
+            NodeResourcesFit(), DynamicResources(), NodeResourcesLeastAllocated()]
 
 
 def default_framework(*extra: object) -> Framework:

@@ -52,10 +52,12 @@ def _order(info: PodInfo) -> tuple:
 
 
 def _relevant_change(old: PodInfo, new: PodInfo) -> bool:
-    """Whether an update to a pending pod may change a scheduling decision (its spec or labels);
-    status-only updates, like our own PodScheduled condition, do not."""
+    """Whether an update to a pending pod may change a scheduling decision (its spec, labels, or
+    the claims made for it: status.resourceClaimStatuses); other status updates, like our own
+    PodScheduled condition, do not."""
     return (old.pod.spec != new.pod.spec or old.pod.metadata.labels != new.pod.metadata.labels
-            or old.pod.metadata.annotations != new.pod.metadata.annotations)
+            or old.pod.metadata.annotations != new.pod.metadata.annotations
+            or old.pod.status.resource_claim_statuses != new.pod.status.resource_claim_statuses)
 
 
 class SchedulingQueue:

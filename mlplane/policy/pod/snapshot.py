@@ -21,6 +21,7 @@ from typing import Iterable, Mapping
 
 from mlplane.api.core import Node, Pod, Taint, Toleration
 from mlplane.api.quantity import milli, whole
+from mlplane.policy.pod.claims import DeviceSnapshot
 
 CPU, MEMORY, EPHEMERAL_STORAGE, PODS = "cpu", "memory", "ephemeral-storage", "pods"
 DEFAULT_MILLI_CPU_REQUEST = 100
@@ -164,9 +165,11 @@ class NodeInfo:
 
 
 class Snapshot:
-    """Nodes and the pods that count against them, kept current by the caller's events."""
+    """Nodes and the pods that count against them, kept current by the caller's events, and
+    ``devices``: the DRA objects the DynamicResources plugin decides over."""
 
     def __init__(self) -> None:
+        self.devices = DeviceSnapshot()
         self._nodes: dict[str, NodeInfo] = {}
         self._where: dict[str, str] = {}  # pod key -> node name it counts against
         self._assumed: set[str] = set()

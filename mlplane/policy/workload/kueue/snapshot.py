@@ -13,7 +13,8 @@ What keeps a pending Workload out of every queue follows Kueue's workload contro
 namespaceSelector does not select the namespace (a nil selector selects nothing, ``{}``
 everything), ``spec.active: false``. A ClusterQueue that is stopped, references a missing
 ResourceFlavor, sits under a cycle of cohort parents or is being deleted (Terminating) is inactive;
-``queue_activity(objects)`` gives each ClusterQueue's ``Active`` condition.
+``queue_activity(objects)`` gives each ClusterQueue's ``Active`` condition, ``weighted_shares``
+their fair-sharing ``weightedShare``, ``per_pod_requests`` what one pod of a podSet counts against quota.
 """
 
 from __future__ import annotations
@@ -131,17 +132,23 @@ def queue_activity(objects: Iterable[object]) -> dict[str, tuple[str, str, str]]
     return {name: active_condition(cq) for name, cq in state.queues.items()}
 
 
+def per_pod_requests(pod_set: api.PodSet) -> dict[str, int]:
+    """What one pod of ``pod_set`` requests, in milli-units: each container's limits overlaid by its
+    requests, summed over the containers (the quota the admission core counts per pod)."""
+    per_pod: dict[str, int] = {}
+    for c in pod_set.template.spec.containers:
+        r = c.resources
+        effective = {**((r.limits or {}) if r else {}), **((r.requests or {}) if r else {})}
+        for name, q in effective.items():
+            per_pod[name] = per_pod.get(name, 0) + milli(q)
+    return per_pod
+
+
 def _pod_sets(wl: api.Workload) -> tuple[model.PodSet, ...]:
     out = []
     for ps in wl.spec.pod_sets:
         spec = ps.template.spec
-        per_pod: dict[str, int] = {}
-        for c in spec.containers:
-            r = c.resources
-            effective = {**((r.limits or {}) if r else {}), **((r.requests or {}) if r else {})}
-            for name, q in effective.items():
-                per_pod[name] = per_pod.get(name, 0) + milli(q)
-        out.append(model.PodSet(ps.name, ps.count, per_pod, ps.min_count, dict(spec.node_selector or {}),
+        out.append(model.PodSet(ps.name, ps.count, per_pod_requests(ps), ps.min_count, dict(spec.node_selector or {}),
                                 tuple(_toleration(t) for t in spec.tolerations or [])))
     return tuple(out)
 
@@ -219,7 +226,7 @@ def build(objects: Iterable[object], now: float) -> tuple[State, list[model.Work
         conditions = wl.status.conditions
         if is_true(conditions, "Finished"):
             continue
-        if wl.status.admission is not None and is_true(conditions, "QuotaReserved"):
+        if api.reserved(wl):
             cq = wl.status.admission.cluster_queue
             if cq not in state.queues:
                 raise SnapshotError(f"Workload {key}: status.admission.clusterQueue: ClusterQueue {cq} not found", wl)
@@ -272,6 +279,19 @@ def fair_sharing(objects: Iterable[object]) -> FairSharing | None:
     return FairSharing({o.name: _weight(o) for o in objects if isinstance(o, api.ClusterQueue)},
                        {o.name: _weight(o) for o in objects if isinstance(o, api.Cohort)},
                        configs[0].fair_sharing.preemption_strategies)
+
+
+def weighted_shares(objects: Iterable[object], now: float) -> dict[str, int]:
+    """Each ClusterQueue's ``status.fairSharing.weightedShare`` on the usage of the admitted
+    workloads among ``objects``: its dominant resource share, divided by its weight and rounded up
+    (Kueue's clusterqueue_controller.go updateCqStatusIfChanged, from the cache's
+    DominantResourceShare). Empty unless a Configuration enables fair sharing."""
+    objects = list(objects)
+    fs = fair_sharing(objects)
+    if fs is None:
+        return {}
+    state, _ = build(objects, now)
+    return {name: fs.drs(state.node(name)).weighted_share for name in sorted(state.queues)}
 
 
 def schedule(objects: Iterable[object], now: datetime | float, cycles: int = 1) -> Result:

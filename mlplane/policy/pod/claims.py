@@ -1,0 +1,87 @@
+"""The scheduler's view of the device plane: DeviceClasses, ResourceSlices and ResourceClaims.
+
+``DeviceSnapshot`` is kept current from watch events like the pod ``Snapshot`` it belongs to.
+Claims the scheduler has allocated in a scheduling cycle but whose allocation the store has not
+confirmed yet are *assumed* (upstream's assume cache, pkg/scheduler/util/assumecache): the
+assumed copy, with ``status.allocation`` and the pod in ``status.reservedFor``, is what every
+later cycle sees, so the devices it holds count as in use at once. An assumption ends when the
+store's copy of the claim changes (the allocation was written, or the claim was deleted or
+replaced) or when the scheduler drops it (Unreserve).
+"""
+
+from __future__ import annotations
+
+from mlplane.api.resource import DeviceClass, ResourceClaim, ResourceSlice
+
+
+class DeviceSnapshot:
+    """DRA objects by name (claims by "namespace/name"), with assumed claims on top."""
+
+    def __init__(self) -> None:
+        self.classes: dict[str, DeviceClass] = {}
+        self.slices: dict[str, ResourceSlice] = {}
+        self._claims: dict[str, ResourceClaim] = {}
+        self._assumed: dict[str, tuple[ResourceClaim, str | None]] = {}  # key -> (claim, base resourceVersion)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def device_classes(self) -> list[DeviceClass]:
+        return [self.classes[name] for name in sorted(self.classes)]
+
+    def resource_slices(self) -> list[ResourceSlice]:
+        """Every slice, sorted by name (the allocator orders pools itself)."""
+        return [self.slices[name] for name in sorted(self.slices)]
+
+    def claim(self, namespace: str, name: str) -> ResourceClaim | None:
+        """The claim as the scheduler sees it: the assumed copy while there is one."""
+        key = f"{namespace}/{name}"
+        assumed = self._assumed.get(key)
+        return assumed[0] if assumed is not None else self._claims.get(key)
+
+    def allocated_claims(self) -> list[ResourceClaim]:
+        """Every claim with status.allocation (assumed ones included), sorted by key."""
+        keys = sorted(set(self._claims) | set(self._assumed))
+        out = []
+        for key in keys:
+            namespace, name = key.split("/", 1)
+            claim = self.claim(namespace, name)
+            if claim is not None and claim.status.allocation is not None:
+                out.append(claim)
+        return out
+
+    def is_assumed(self, key: str) -> bool:
+        return key in self._assumed
+
+    # -- events -----------------------------------------------------------------------------------
+    def set_class(self, device_class: DeviceClass) -> None:
+        self.classes[device_class.name] = device_class
+
+    def remove_class(self, name: str) -> None:
+        self.classes.pop(name, None)
+
+    def set_slice(self, resource_slice: ResourceSlice) -> None:
+        self.slices[resource_slice.name] = resource_slice
+
+    def remove_slice(self, name: str) -> None:
+        self.slices.pop(name, None)
+
+    def set_claim(self, claim: ResourceClaim) -> None:
+        """The store's current copy; it ends an assumption made on an older copy."""
+        key = claim.key
+        self._claims[key] = claim
+        assumed = self._assumed.get(key)
+        if assumed is not None and assumed[1] != claim.metadata.resource_version:
+            del self._assumed[key]
+
+    def remove_claim(self, key: str) -> None:
+        self._claims.pop(key, None)
+        self._assumed.pop(key, None)
+
+    # -- the scheduler's own decisions -------------------------------------------------------------
+    def assume_claim(self, claim: ResourceClaim, base_resource_version: str | None) -> None:
+        """Count ``claim`` (allocated in a cycle) as it will be once written over the copy with
+        ``base_resource_version``."""
+        self._assumed[claim.key] = (claim, base_resource_version)
+
+    def forget_claim(self, key: str) -> None:
+        """Drop an assumption (Unreserve); the store's copy is what counts again."""
+        self._assumed.pop(key, None)

@@ -1,0 +1,194 @@
+"""The DynamicResources scheduler plugin: places pods whose ``spec.resourceClaims`` ask for devices.
+
+Ports the behaviour of kube-scheduler's plugin
+(kubernetes/kubernetes pkg/scheduler/framework/plugins/dynamicresources/dynamicresources.go):
+
+- PreFilter: every claim of the pod must exist (a claim from a template is named in
+  ``pod.status.resourceClaimStatuses`` once the claim controller made it, and must be owned
+  by the pod); claims not allocated yet must name DeviceClasses that exist. Anything missing
+  leaves the pod UnschedulableAndUnresolvable with a message that says what it waits for. A
+  pod without claims Skips the plugin.
+- Filter: claims already allocated must be usable from the node (``allocation.nodeSelector``);
+  the others are allocated together on the node by the device plane's ``Allocator`` over the
+  snapshot's classes, slices and allocated claims (those assumed in earlier cycles count as
+  in use). When nothing fits, the node's reasons are the allocator's ("no device matched
+  selector of request gpu (8 devices checked)").
+- Reserve: the allocation chosen for the node is assumed in the snapshot, so the next cycle
+  already counts its devices; Unreserve forgets it.
+- PreBind is I/O and lives with the scheduler controller (``ClaimWriter`` in
+  mlplane/control/controllers/scheduler.py); it reads ``claims_to_write`` from the cycle state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mlplane.api.resource import AllocationResult, ResourceClaim, ResourceClaimConsumerReference
+from mlplane.policy.device import convert
+from mlplane.policy.device.allocator import AllocationError, Allocator, SearchBudgetExceeded, allocated_state
+from mlplane.policy.device.pools import node_selector_matches
+from mlplane.policy.pod.claims import DeviceSnapshot
+from mlplane.policy.pod.interface import CycleState, Status
+from mlplane.policy.pod.snapshot import NodeInfo, PodInfo, Snapshot
+
+STATE_KEY = "DynamicResources"
+# resource.k8s.io/v1 ResourceClaimReservedForMaxSize.
+RESERVED_FOR_MAX_SIZE = 256
+# The annotation on a claim made from a template naming the pod's claim entry (upstream
+# resourceclaim.PodClaimNameAnnotation).
+POD_CLAIM_NAME_ANNOTATION = "resource.kubernetes.io/pod-claim-name"
+NOT_AVAILABLE = "resourceclaim not available on the node"
+CANNOT_ALLOCATE = "cannot allocate all claims"
+
+
+def pod_reference(pod: PodInfo) -> ResourceClaimConsumerReference:
+    """The status.reservedFor entry of a pod."""
+    return ResourceClaimConsumerReference(resource="pods", name=pod.pod.name, uid=pod.uid)
+
+
+def reserved_for(claim: ResourceClaim, uid: str) -> bool:
+    return any(r.resource == "pods" and r.uid == uid for r in claim.status.reserved_for or [])
+
+
+def claim_name(pod: PodInfo, index: int) -> tuple[str | None, str]:
+    """The ResourceClaim name of the pod's ``spec.resourceClaims[index]`` (None: not created
+    yet) and a description of what the pod waits for while it is missing."""
+    entry = (pod.pod.spec.resource_claims or [])[index]
+    if entry.resource_claim_name is not None:
+        return entry.resource_claim_name, f'waiting for resource claim "{entry.resource_claim_name}" to be created'
+    for status in pod.pod.status.resource_claim_statuses or []:
+        if status.name == entry.name:
+            return status.resource_claim_name, ""
+    return None, (f'waiting for resource claim "{entry.name}" to be created from template '
+                  f'"{entry.resource_claim_template_name}"')
+
+
+@dataclass
+class ClaimsState:
+    """What PreFilter learned about the pod's claims, shared with Filter, Reserve and PreBind."""
+
+    devices: DeviceSnapshot
+    claims: list[ResourceClaim]  # each claim once, in spec order
+    to_allocate: list[ResourceClaim]  # the claims without an allocation
+    allocator: Allocator | None
+    allocations: dict[str, list[AllocationResult]] = field(default_factory=dict)  # node -> per to_allocate
+    claims_to_write: list[ResourceClaim] = field(default_factory=list)  # Reserve: as PreBind must write them
+    base_versions: dict[str, str | None] = field(default_factory=dict)  # claim key -> resourceVersion read
+
+
+class DynamicResources:
+    """PreFilter, Filter, Reserve and Unreserve of kube-scheduler's DynamicResources plugin."""
+
+    name = "DynamicResources"
+
+    def __init__(self, max_steps: int | None = None):
+        self.max_steps = max_steps
+
+    # -- PreFilter ----------------------------------------------------------------------------------
+    def pre_filter(self, state: CycleState, pod: PodInfo, snapshot: Snapshot) -> Status | None:
+        if not pod.pod.spec.resource_claims:
+            return Status.skip()
+        devices = snapshot.devices
+        claims: list[ResourceClaim] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(pod.pod.spec.resource_claims):
+            name, waiting = claim_name(pod, i)
+            if name is None:
+                return Status.unresolvable(waiting)
+            claim = devices.claim(pod.pod.namespace, name)
+            if claim is None:
+                return Status.unresolvable(f'waiting for resource claim "{name}" to be created')
+            if claim.metadata.deletion_timestamp:
+                return Status.unresolvable(f'resourceclaim "{name}" is being deleted')
+            if entry.resource_claim_template_name is not None and not _owned_by(claim, pod):
+                return Status.unresolvable(f"ResourceClaim {name} was not created for pod "
+                                           f"{pod.key} (pod is not owner)")
+            if claim.key not in seen:
+                seen.add(claim.key)
+                claims.append(claim)
+        to_allocate = [c for c in claims if c.status.allocation is None]
+        for claim in claims:
+            if claim.status.allocation is not None:
+                if (not reserved_for(claim, pod.uid)
+                        and len(claim.status.reserved_for or []) >= RESERVED_FOR_MAX_SIZE):
+                    return Status.unresolvable("resourceclaim in use")
+                continue
+            for request in claim.spec.devices.requests or []:
+                classes = ([request.exactly.device_class_name] if request.exactly is not None else
+                           [s.device_class_name for s in request.first_available or []])
+                for class_name in classes:
+                    if class_name not in devices.classes:
+                        # Unschedulable until a DeviceClass event (dynamicresources.go PreFilter).
+                        return Status.unresolvable(f"request {request.name}: device class {class_name} "
+                                                   f"does not exist")
+        allocator = None
+        if to_allocate:
+            try:
+                allocator = Allocator(devices.device_classes(), devices.resource_slices(),
+                                      allocated_state(devices.allocated_claims()))
+            except (AllocationError, ValueError) as e:
+                return Status.error(f"preparing the device allocator: {e}")
+        state.write(STATE_KEY, ClaimsState(devices, claims, to_allocate, allocator,
+                                           base_versions={c.key: c.metadata.resource_version for c in claims}))
+        return None
+
+    # -- Filter -------------------------------------------------------------------------------------
+    def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
+        data: ClaimsState = state.read(STATE_KEY)
+        assert node.node is not None
+        target = convert.node_info(node.node)
+        for claim in data.claims:
+            allocation = claim.status.allocation
+            if allocation is not None and allocation.node_selector is not None:
+                selector = convert.node_selector(allocation.node_selector)
+                if selector is not None and not node_selector_matches(selector, target):
+                    return Status.unresolvable(NOT_AVAILABLE)
+        if not data.to_allocate:
+            return None
+        assert data.allocator is not None
+        kwargs = {"max_steps": self.max_steps} if self.max_steps is not None else {}
+        try:
+            outcome = data.allocator.try_allocate(node.node, data.to_allocate, **kwargs)
+        except SearchBudgetExceeded as e:
+            return Status.unschedulable(f"timed out trying to allocate devices: {e}")
+        except AllocationError as e:
+            # Something is wrong with a claim or class: an error aborts the attempt (upstream statusError).
+            return Status.error(str(e))
+        if outcome.results is None:
+            return Status.unschedulable(*(outcome.reasons or [CANNOT_ALLOCATE]))
+        data.allocations[node.name] = outcome.results
+        return None
+
+    # -- Reserve / Unreserve ------------------------------------------------------------------------
+    def reserve(self, state: CycleState, pod: PodInfo, node: str) -> Status | None:
+        if STATE_KEY not in state:
+            return None  # PreFilter skipped: the pod has no claims
+        data: ClaimsState = state.read(STATE_KEY)
+        new = dict(zip((c.key for c in data.to_allocate), data.allocations.get(node, [])))
+        if len(new) != len(data.to_allocate):
+            return Status.error(f"no allocation was found for node {node} in Filter")
+        data.claims_to_write = []
+        for claim in data.claims:
+            status = claim.status
+            allocation = new.get(claim.key, status.allocation)
+            consumers = list(status.reserved_for or [])
+            if not reserved_for(claim, pod.uid):
+                consumers.append(pod_reference(pod))
+            updated = claim.model_copy(update={"status": status.model_copy(
+                update={"allocation": allocation, "reserved_for": consumers})})
+            data.devices.assume_claim(updated, data.base_versions[claim.key])
+            data.claims_to_write.append(updated)
+        return None
+
+    def unreserve(self, state: CycleState, pod: PodInfo, node: str) -> None:
+        if STATE_KEY not in state:
+            return
+        data: ClaimsState = state.read(STATE_KEY)
+        for claim in data.claims_to_write:
+            data.devices.forget_claim(claim.key)
+        data.claims_to_write = []
+
+
+def _owned_by(claim: ResourceClaim, pod: PodInfo) -> bool:
+    """Whether the pod is the claim's controller (upstream resourceclaim.IsForPod)."""
+    return any(ref.uid == pod.uid and ref.controller for ref in claim.metadata.owner_references or [])

@@ -1,0 +1,207 @@
+"""DRA scheduling end to end on a real embedded store: the Scheduler with its DynamicResources
+plugin and the ResourceClaim controller, with Nodes and ResourceSlices made here (no node agent)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import events_about, get_pod, wait_for
+from mlplane.api import Node, Pod
+from mlplane.api.meta import find_condition
+from mlplane.api.resource import DeviceClass, ResourceClaim, ResourceClaimTemplate, ResourceSlice
+from mlplane.control.controllers.resourceclaim import ResourceClaimController
+from mlplane.control.controllers.scheduler import Scheduler
+
+DRIVER = "gpu.example.com"
+
+
+def make_node(store, name):
+    return store.create(Node.model_validate({
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {"allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"}}}))
+
+
+def make_class(store, name=DRIVER, extra=""):
+    expression = f"device.driver == '{DRIVER}'" + (f" && {extra}" if extra else "")
+    return store.create(DeviceClass.model_validate({
+        "metadata": {"name": name}, "spec": {"selectors": [{"cel": {"expression": expression}}]}}))
+
+
+def make_slice(store, node, models):
+    """One pool on ``node`` with a GPU per entry of ``models`` (gpu-0, gpu-1...)."""
+    devices = [{"name": f"gpu-{i}", "attributes": {"model": {"string": m}}} for i, m in enumerate(models)]
+    return store.create(ResourceSlice.model_validate({
+        "metadata": {"name": f"{node}-{DRIVER}"},
+        "spec": {"driver": DRIVER, "nodeName": node, "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+                 "devices": devices}}))
+
+
+def make_template(store, name="one-gpu", device_class=DRIVER, selector=None):
+    exactly: dict = {"deviceClassName": device_class}
+    if selector:
+        exactly["selectors"] = [{"cel": {"expression": selector}}]
+    return store.create(ResourceClaimTemplate.model_validate({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"metadata": {"labels": {"team": "ml"}},
+                 "spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}}}}))
+
+
+def make_pod(store, name, template="one-gpu"):
+    return store.create(Pod.model_validate({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"containers": [{"name": "main", "command": ["true"], "resources": {"claims": [{"name": "gpu"}]}}],
+                 "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": template}]}}))
+
+
+def claims_of(store, pod_name):
+    pod = get_pod(store, pod_name)
+    names = [s.resource_claim_name for s in pod.status.resource_claim_statuses or []]
+    return [store.get(ResourceClaim, "default", n) for n in names]
+
+
+def pending_message(store, name):
+    cond = find_condition(get_pod(store, name).status.conditions, "PodScheduled")
+    return cond.message if cond is not None and cond.status == "False" else None
+
+
+def wait_pending(store, name, expected):
+    """Wait until the pod's PodScheduled=False message is ``expected`` (earlier attempts may say
+    it still waits for its claim to be made); fail showing the last message seen."""
+    try:
+        wait_for(lambda: pending_message(store, name) == expected, what=f"pod {name} pending")
+    except AssertionError:
+        assert pending_message(store, name) == expected
+    return expected
+
+
+@pytest.fixture
+def plane(store):
+    started = [ResourceClaimController(store).start(), Scheduler(store, unschedulable_timeout=60).start()]
+    yield store
+    for part in reversed(started):
+        part.stop()
+
+
+def test_claim_from_template_is_allocated_on_the_right_node_before_binding(plane):
+    store = plane
+    make_node(store, "n1")
+    make_node(store, "n2")
+    make_class(store)
+    make_slice(store, "n2", ["a100"])
+    make_template(store)
+    pod = make_pod(store, "trainer")
+    bound = wait_for(lambda: get_pod(store, "trainer").spec.node_name, what="pod bound")
+    assert bound == "n2"
+    trainer = get_pod(store, "trainer")
+    [claim] = claims_of(store, "trainer")
+    assert [(s.name, s.resource_claim_name) for s in trainer.status.resource_claim_statuses] == [("gpu", claim.name)]
+    assert claim.name.startswith("trainer-gpu-")
+    assert claim.labels == {"team": "ml"}
+    assert claim.metadata.annotations["resource.kubernetes.io/pod-claim-name"] == "gpu"
+    [owner] = claim.metadata.owner_references
+    assert (owner.kind, owner.name, owner.uid, owner.controller) == ("Pod", "trainer", pod.uid, True)
+    wire = claim.to_dict()["status"]
+    assert wire["allocation"]["devices"]["results"] == [
+        {"request": "gpu", "driver": DRIVER, "pool": "n2", "device": "gpu-0"}]
+    assert wire["allocation"]["nodeSelector"] == {
+        "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]}]}
+    assert wire["reservedFor"] == [{"resource": "pods", "name": "trainer", "uid": pod.uid}]
+
+
+def test_two_pods_compete_for_one_device_and_the_loser_gets_it_once_the_winner_is_gone(plane):
+    store = plane
+    make_node(store, "n1")
+    make_node(store, "n2")
+    make_class(store)
+    make_slice(store, "n2", ["a100"])
+    make_template(store)
+    make_pod(store, "first")
+    wait_for(lambda: get_pod(store, "first").spec.node_name, what="first pod bound")
+    make_pod(store, "second")
+    message = wait_pending(store, "second", "0/2 nodes are available: 1 all 1 devices checked for request gpu "
+                                            "are in use, 1 no devices available for request gpu.")
+    assert find_condition(get_pod(store, "second").status.conditions, "PodScheduled").reason == "Unschedulable"
+    failed = wait_for(lambda: [e for e in events_about(store, "second")
+                               if e.reason == "FailedScheduling" and e.message == message], what="FailedScheduling event")
+    assert failed[0].type == "Warning"
+    [first_claim] = claims_of(store, "first")
+
+    store.delete(Pod, "default", "first", grace_period_seconds=0)
+    assert wait_for(lambda: get_pod(store, "second").spec.node_name, what="second pod bound") == "n2"
+    [second_claim] = claims_of(store, "second")
+    assert second_claim.status.allocation.devices.results[0].device == "gpu-0"
+    assert [r.name for r in second_claim.status.reserved_for] == ["second"]
+    assert not store.list(ResourceClaim, "default", field_selector=f"metadata.name={first_claim.name}").items
+
+
+def test_unmatched_selectors_say_why_per_node(plane):
+    store = plane
+    for n in ("n1", "n2", "n3"):
+        make_node(store, n)
+    make_class(store)
+    make_slice(store, "n1", ["t4", "t4", "t4", "t4"])
+    make_slice(store, "n2", ["t4", "t4", "t4", "t4"])
+    make_template(store, selector=f"device.attributes['{DRIVER}'].model == 'a100'")
+    make_pod(store, "picky")
+    wait_pending(store, "picky", "0/3 nodes are available: 1 no devices available for request gpu, "
+                                 "2 no device matched selector of request gpu (4 devices checked).")
+    make_slice(store, "n3", ["t4", "a100"])  # a new slice retries the pod
+    assert wait_for(lambda: get_pod(store, "picky").spec.node_name, what="pod bound") == "n3"
+    [claim] = claims_of(store, "picky")
+    assert claim.status.allocation.devices.results[0].device == "gpu-1"
+
+
+def test_missing_device_class_is_a_clear_pending_reason_until_it_is_created(plane):
+    store = plane
+    make_node(store, "n1")
+    make_slice(store, "n1", ["a100"])
+    make_template(store)
+    make_pod(store, "early")
+    wait_pending(store, "early", f"0/1 nodes are available: request gpu: device class {DRIVER} does not exist.")
+    make_class(store)
+    assert wait_for(lambda: get_pod(store, "early").spec.node_name, what="pod bound") == "n1"
+
+
+def test_missing_template_is_reported_and_the_pod_waits_for_its_claim(plane):
+    store = plane
+    make_node(store, "n1")
+    make_class(store)
+    make_slice(store, "n1", ["a100"])
+    make_pod(store, "orphan", template="later")
+    wait_pending(store, "orphan", '0/1 nodes are available: waiting for resource claim "gpu" to be created '
+                                  'from template "later".')
+    warned = wait_for(lambda: [e for e in events_about(store, "orphan") if e.reason == "FailedResourceClaimCreation"],
+                      what="FailedResourceClaimCreation event")
+    assert warned[0].type == "Warning"
+    assert "resource claim template 'later' not found" in warned[0].message
+    make_template(store, name="later")
+    assert wait_for(lambda: get_pod(store, "orphan").spec.node_name, what="pod bound") == "n1"
+    assert len(claims_of(store, "orphan")) == 1
+
+
+def test_a_shared_claim_is_released_only_when_its_last_pod_is_gone(plane):
+    store = plane
+    make_node(store, "n1")
+    make_node(store, "n2")
+    make_class(store)
+    make_slice(store, "n2", ["a100"])
+    store.create(ResourceClaim.model_validate({
+        "metadata": {"name": "shared", "namespace": "default"},
+        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": DRIVER}}]}}}))
+    for name in ("a", "b"):
+        store.create(Pod.model_validate({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [{"name": "main", "command": ["true"]}],
+                     "resourceClaims": [{"name": "gpu", "resourceClaimName": "shared"}]}}))
+    for name in ("a", "b"):
+        assert wait_for(lambda: get_pod(store, name).spec.node_name, what=f"pod {name} bound") == "n2"
+    claim = store.get(ResourceClaim, "default", "shared")
+    assert sorted(r.name for r in claim.status.reserved_for) == ["a", "b"]
+    store.delete(Pod, "default", "a", grace_period_seconds=0)
+    wait_for(lambda: [r.name for r in store.get(ResourceClaim, "default", "shared").status.reserved_for or []]
+             == ["b"], what="a released")
+    assert store.get(ResourceClaim, "default", "shared").status.allocation is not None
+    store.delete(Pod, "default", "b", grace_period_seconds=0)
+    released = wait_for(lambda: (c := store.get(ResourceClaim, "default", "shared")).status.allocation is None and c,
+                        what="claim deallocated")
+    assert released.status.reserved_for is None
