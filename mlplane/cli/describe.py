@@ -6,10 +6,16 @@ that moment by the admission core (``mlplane.policy.workload.kueue``), each shor
 "insufficient quota for R in flavor F: requested X, available Y (nominal N, borrowing limit L)".
 The CLI cannot see the plane's Configuration, so that account uses classical admission; when the
 Workload's ClusterQueue reports ``status.fairSharing`` (the plane runs fair sharing), it says so.
+
+DRA kinds: a ResourceClaim shows its requests and constraints, then either its allocation (devices,
+node selector, consumers) or, while pending, the pods that wait for it with their
+``PodScheduled=False`` message; a Pod lists its claims with their allocated devices; a DeviceClass
+its selectors and config; a ResourceSlice its pool and devices.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 from mlplane.api.batch import Job
@@ -19,7 +25,10 @@ from mlplane.api.kueue import (ClusterQueue, Cohort, FlavorUsage, LocalQueue, Lo
                                Workload, WorkloadPriorityClass, cluster_queue_of, reserved)
 from mlplane.api.meta import Condition, LabelSelector, Object, is_true
 from mlplane.api.registry import Kind
-from mlplane.cli.printers import job_status, pod_status, since, table, waiting_condition
+from mlplane.api.resource import (DeviceClass, DeviceRequestAllocationResult, DeviceSelector, DeviceSubRequest,
+                                  ExactDeviceRequest, NodeSelector, NodeSelectorRequirement,
+                                  OpaqueDeviceConfiguration, ResourceClaim, ResourceSlice)
+from mlplane.cli.printers import job_status, pod_status, resource_claim_state, since, table, waiting_condition
 from mlplane.control.store.base import Store
 from mlplane.policy.workload.kueue import snapshot
 from mlplane.policy.workload.kueue.units import format_quantity
@@ -68,7 +77,7 @@ def _events(lines: list[str], store: Store, obj: Object) -> None:
     lines.append(table(rows))
 
 
-def _pod(lines: list[str], pod: Pod) -> None:
+def _pod(lines: list[str], pod: Pod, store: Store) -> None:
     _field(lines, "Node", pod.spec.node_name or "<none>")
     _field(lines, "Start Time", pod.status.start_time or "<none>")
     _field(lines, "Status", pod_status(pod))
@@ -120,6 +129,7 @@ def _pod(lines: list[str], pod: Pod) -> None:
                for e in c.env or []]
         if env:
             _field(lines, "Environment", env, 4)
+    _pod_claims(lines, pod, store)
     _conditions(lines, pod.status.conditions)
     _field(lines, "Node-Selectors", _map(pod.spec.node_selector))
     _field(lines, "Tolerations", [f"{t.key or ''}{'=' + t.value if t.value else ''}:{t.effect or ''}"
@@ -310,9 +320,238 @@ def _local_queue(lines: list[str], lq: LocalQueue, store: Store) -> None:
     _conditions(lines, st.conditions)
 
 
-SECTIONS = {"Pod": _pod, "Job": _job, "Node": _node}
+# --- DRA kinds (resource.k8s.io/v1) ---------------------------------------------------------
+
+def _cel(selectors: list[DeviceSelector] | None) -> list[str] | str:
+    return [s.cel.expression for s in selectors or [] if s.cel is not None] or "<none>"
+
+
+def _quantities(values: dict | None) -> list[str]:
+    return [f"{k}: {v}" for k, v in sorted((values or {}).items())]
+
+
+def _requirement(req: NodeSelectorRequirement, field: bool) -> str:
+    """One requirement in label-selector short form (``key=v``, ``key in (a,b)``, ``!key``...)."""
+    key = f"field:{req.key}" if field else req.key
+    values = req.values or []
+    if req.operator == "In":
+        return f"{key}={values[0]}" if len(values) == 1 else f"{key} in ({','.join(values)})"
+    if req.operator == "NotIn":
+        return f"{key}!={values[0]}" if len(values) == 1 else f"{key} notin ({','.join(values)})"
+    if req.operator == "Exists":
+        return key
+    if req.operator == "DoesNotExist":
+        return f"!{key}"
+    return f"{key} {'>' if req.operator == 'Gt' else '<'} {values[0] if values else ''}"
+
+
+def _node_selector(selector: NodeSelector | None) -> list[str] | str:
+    """One line per term (terms are ORed; a term's requirements are ANDed, joined by commas)."""
+    if selector is None:
+        return "<none> (any node)"
+    terms = [", ".join([_requirement(r, False) for r in t.match_expressions or []]
+                       + [_requirement(r, True) for r in t.match_fields or []]) or "<empty term>"
+             for t in selector.node_selector_terms]
+    return [t if i == 0 else f"or {t}" for i, t in enumerate(terms)] or "<no terms> (no node)"
+
+
+def _request_fields(lines: list[str], r: ExactDeviceRequest | DeviceSubRequest, indent: int) -> None:
+    _field(lines, "Device Class", r.device_class_name, indent)
+    _field(lines, "Selectors", _cel(r.selectors), indent)
+    _field(lines, "Allocation Mode", r.allocation_mode if r.allocation_mode == "All"
+           else f"ExactCount (count {r.count})", indent)
+    if r.capacity is not None and r.capacity.requests:
+        _field(lines, "Capacity Requests", _quantities(r.capacity.requests), indent)
+    if isinstance(r, ExactDeviceRequest) and r.admin_access:
+        _field(lines, "Admin Access", "true", indent)
+    if r.tolerations:
+        _field(lines, "Tolerations", [f"{t.key or '<all>'}{'=' + t.value if t.value else ''}:{t.effect or '<all>'}"
+                                      f" op={t.operator}" for t in r.tolerations], indent)
+
+
+def _claim_spec(lines: list[str], claim: ResourceClaim) -> None:
+    devices = claim.spec.devices
+    lines.append("Requests:")
+    if not devices.requests:
+        lines.append("  <none>")
+    for req in devices.requests or []:
+        lines.append(f"  {req.name}:")
+        if req.exactly is not None:
+            _request_fields(lines, req.exactly, 4)
+        elif req.first_available:
+            lines.append("    First Available (in order):")
+            for sub in req.first_available:
+                lines.append(f"      {req.name}/{sub.name}:")
+                _request_fields(lines, sub, 8)
+    constraints = []
+    for c in devices.constraints or []:
+        scope = f"requests {', '.join(c.requests)}" if c.requests else "all requests"
+        if c.match_attribute:
+            constraints.append(f"matchAttribute {c.match_attribute} ({scope})")
+        if c.distinct_attribute:
+            constraints.append(f"distinctAttribute {c.distinct_attribute} ({scope})")
+    _field(lines, "Constraints", constraints or "<none>")
+    if devices.config:
+        _field(lines, "Config", [_config_line(c.opaque, c.requests) for c in devices.config if c.opaque])
+
+
+def _config_line(opaque: OpaqueDeviceConfiguration, requests: list[str] | None = None) -> str:
+    scope = f" (requests {', '.join(requests)})" if requests else ""
+    return f"{opaque.driver}{scope}: {json.dumps(opaque.parameters, sort_keys=True)}"
+
+
+def _device_name(r: DeviceRequestAllocationResult) -> str:
+    return f"{r.driver}/{r.pool}/{r.device}"
+
+
+def _allocation(lines: list[str], claim: ResourceClaim) -> None:
+    alloc = claim.status.allocation
+    lines.append("Allocation:")
+    _field(lines, "Node Selector", _node_selector(alloc.node_selector), 2)
+    if alloc.allocation_timestamp:
+        _field(lines, "Allocated At", alloc.allocation_timestamp, 2)
+    results = alloc.devices.results or []
+    if not results:
+        _field(lines, "Devices", "<none>", 2)
+    else:
+        lines.append("  Devices:")
+        rows = [["    Request", "Driver", "Pool", "Device", "Share ID", "Consumed Capacity", "Admin Access"]]
+        rows += [[f"    {r.request}", r.driver, r.pool, r.device, r.share_id or "<none>",
+                  ", ".join(f"{k}={v}" for k, v in sorted((r.consumed_capacity or {}).items())) or "<none>",
+                  str(bool(r.admin_access)).lower()] for r in results]
+        lines.append(table(rows))
+    if alloc.devices.config:
+        _field(lines, "Config", [f"{c.source}: " + _config_line(c.opaque, c.requests)
+                                 for c in alloc.devices.config if c.opaque], 2)
+
+
+def _claim_users(claim: ResourceClaim, store: Store) -> list[Pod]:
+    """The pods that use ``claim``: those in status.reservedFor and those whose spec.resourceClaims
+    or status.resourceClaimStatuses name it, by name."""
+    reserved = {r.name for r in claim.status.reserved_for or [] if r.resource == "pods"}
+    users = []
+    for pod in store.list(Pod, claim.namespace).items:
+        named = {c.resource_claim_name for c in pod.spec.resource_claims or []}
+        named |= {s.resource_claim_name for s in pod.status.resource_claim_statuses or []}
+        if pod.name in reserved or claim.name in named:
+            users.append(pod)
+    return sorted(users, key=lambda p: p.name)
+
+
+def _pending(lines: list[str], claim: ResourceClaim, store: Store) -> None:
+    """Why ``claim`` has no allocation: the scheduler allocates a claim for a pod that uses it, so
+    each such pod's PodScheduled=False message says what the devices lack."""
+    lines.append("Allocation:")
+    lines.append("  <none>")
+    users = _claim_users(claim, store)
+    lines.append("Waiting:")
+    if not users:
+        lines.append("  no pod uses this claim yet (the scheduler allocates a claim for the first pod that uses it)")
+        return
+    for pod in users:
+        cond = next((c for c in pod.status.conditions or [] if c.type == "PodScheduled"), None)
+        if cond is not None and cond.status == "False":
+            why = f"PodScheduled=False {cond.reason or ''}: {cond.message or ''}"
+        elif pod.spec.node_name:
+            why = f"scheduled to {pod.spec.node_name}; allocation not recorded yet"
+        else:
+            why = "not tried by the scheduler yet"
+        _field(lines, f"Pod {pod.name}", why, 2)
+
+
+def _resource_claim(lines: list[str], claim: ResourceClaim, store: Store) -> None:
+    _field(lines, "State", resource_claim_state(claim) or "<none>")
+    _claim_spec(lines, claim)
+    if claim.status.allocation is not None:
+        _allocation(lines, claim)
+    else:
+        _pending(lines, claim, store)
+    _field(lines, "Reserved For", [f"{r.resource}/{r.name} (uid {r.uid})" for r in claim.status.reserved_for or []]
+           or "<none>")
+    for d in claim.status.devices or []:
+        if d.conditions:
+            lines.append(f"Device {d.driver}/{d.pool}/{d.device}:")
+            _conditions(lines, d.conditions)
+
+
+def _pod_claims(lines: list[str], pod: Pod, store: Store) -> None:
+    """Each spec.resourceClaims entry: the ResourceClaim it resolves to, its state and devices."""
+    if not pod.spec.resource_claims:
+        return
+    made = {s.name: s.resource_claim_name for s in pod.status.resource_claim_statuses or []}
+    lines.append("Resource Claims:")
+    for entry in pod.spec.resource_claims:
+        name = entry.resource_claim_name or made.get(entry.name)
+        if name is None:
+            _field(lines, entry.name, f"<not created yet> (from template {entry.resource_claim_template_name})", 2)
+            continue
+        try:
+            claim = store.get(ResourceClaim, pod.namespace, name)
+        except NotFound:
+            _field(lines, entry.name, f"ResourceClaim {name} (not found)", 2)
+            continue
+        head = f"ResourceClaim {name} ({resource_claim_state(claim)})"
+        results = (claim.status.allocation.devices.results or []) if claim.status.allocation else []
+        _field(lines, entry.name, [head, *(f"{r.request}: {_device_name(r)}" for r in results)], 2)
+
+
+def _device_class(lines: list[str], dc: DeviceClass) -> None:
+    _field(lines, "Selectors", _cel(dc.spec.selectors))
+    _field(lines, "Config", [_config_line(c.opaque) for c in dc.spec.config or [] if c.opaque] or "<none>")
+    if dc.spec.extended_resource_name:
+        _field(lines, "Extended Resource", dc.spec.extended_resource_name)
+
+
+def _attribute_name(name: str, driver: str) -> str:
+    """An attribute or capacity name without the driver's own domain (as CEL reads it)."""
+    return name.removeprefix(f"{driver}/")
+
+
+def _attribute_value(value: int | bool | str | None) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _resource_slice(lines: list[str], rs: ResourceSlice) -> None:
+    spec = rs.spec
+    _field(lines, "Driver", spec.driver)
+    count = spec.pool.resource_slice_count
+    _field(lines, "Pool", f"{spec.pool.name} (generation {spec.pool.generation}, "
+                          f"{count} slice{'s' if count != 1 else ''})")
+    if spec.node_name:
+        _field(lines, "Node", spec.node_name)
+    elif spec.all_nodes:
+        _field(lines, "Node", "<all nodes>")
+    elif spec.per_device_node_selection:
+        _field(lines, "Node", "<per device>")
+    else:
+        _field(lines, "Node Selector", _node_selector(spec.node_selector))
+    lines.append("Devices:")
+    if not spec.devices:
+        lines.append("  <none>")
+    else:
+        rows = [["  Name", "Attributes", "Capacity", "Taints"]]
+        for d in spec.devices:
+            attrs = [f"{_attribute_name(k, spec.driver)}={_attribute_value(a.value)}"
+                     for k, a in sorted((d.attributes or {}).items())]
+            capacity = [f"{_attribute_name(k, spec.driver)}={c.value}" for k, c in sorted((d.capacity or {}).items())]
+            taints = [f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in d.taints or []]
+            rows.append([f"  {d.name}", ",".join(attrs) or "<none>", ",".join(capacity) or "<none>",
+                         ",".join(taints) or "<none>"])
+        lines.append(table(rows))
+    consumption = [f"{d.name}: {c.counter_set} " + ",".join(f"{k}={v.value}" for k, v in sorted(c.counters.items()))
+                   for d in spec.devices or [] for c in d.consumes_counters or []]
+    if spec.shared_counters:
+        _field(lines, "Shared Counters", [f"{cs.name}: " + ",".join(f"{k}={v.value}" for k, v in
+                                                                     sorted(cs.counters.items()))
+                                          for cs in spec.shared_counters])
+    if consumption:
+        _field(lines, "Counter Consumption", consumption)
+
+
+SECTIONS = {"Job": _job, "Node": _node, "DeviceClass": _device_class, "ResourceSlice": _resource_slice}
 # Sections that read more of the store than the object itself.
-STORE_SECTIONS = {"Workload": _workload, "ClusterQueue": _cluster_queue, "LocalQueue": _local_queue}
+STORE_SECTIONS = {"Pod": _pod, "Workload": _workload, "ClusterQueue": _cluster_queue, "LocalQueue": _local_queue,
+                  "ResourceClaim": _resource_claim}
 
 
 def describe(store: Store, kind: Kind, obj: Object) -> str:
