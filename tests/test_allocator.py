@@ -14,6 +14,7 @@ from mlplane.api.core import Node
 from mlplane.api.resource import DeviceClass, ResourceClaim, ResourceSlice
 from mlplane.policy.device.allocator import (AllocatedState, AllocationError, Allocator, Features,
                                              SearchBudgetExceeded, allocated_state)
+from mlplane.policy.device.convert import AllocationTracker
 from mlplane.policy.device.model import DeviceID, SharedDeviceID
 
 A, B = "driver-a", "driver-b"
@@ -817,3 +818,61 @@ def test_consumable_capacity_all_mode_allocating_insufficient():
                                     capacity={"requests": {"capacity-0": 1}}))],
               [cls("class-a", A)], s, allocated=used)
     assert [r["device"] for r in got[0]["devices"]["results"]] == ["device-2"]
+
+
+# --- an allocator that lives while claims come and go (the scheduler's) -----------------------
+
+def _live(slices):
+    tracker = AllocationTracker()
+    allocator = Allocator([cls("class-a", A)], slices, tracker.state, pool_versions=tracker.pool_versions)
+    return tracker, allocator
+
+
+def _allocated(name, allocator, request):
+    """The claim as the scheduler writes it, with what ``allocator`` found for it on node-1."""
+    done = claim(name, request)
+    done.metadata.namespace = "default"
+    found = allocator.allocate(node(), [done])
+    assert found is not None, f"{name} did not fit"
+    done.status.allocation = found[0]
+    return done
+
+
+def run_on(allocator, name):
+    """The device a one-device claim gets on node-1, or None."""
+    found = allocator.allocate(node(), [claim(name, req("req-0", "class-a"))])
+    return found[0].devices.results[0].device if found else None
+
+
+def test_live_allocator_sees_claims_allocated_and_freed():
+    s = [slc("slice-1", "node-1", "pool-1", A, dev("device-1"), dev("device-2"))]
+    tracker, allocator = _live(s)
+    first = _allocated("claim-0", allocator, req("req-0", "class-a"))
+    assert first.status.allocation.devices.results[0].device == "device-1"
+    tracker.set(first.key, first)
+    second = _allocated("claim-1", allocator, req("req-0", "class-a"))
+    assert second.status.allocation.devices.results[0].device == "device-2"
+    tracker.set(second.key, second)
+    full = allocator.try_allocate(node(), [claim("claim-2", req("req-0", "class-a"))])
+    assert full.results is None
+    assert full.reasons == ["all 2 devices checked for request req-0 are in use"]
+    tracker.set(first.key, None)  # claim-0 deleted: device-1 is free again
+    assert run_on(allocator, "claim-2") == "device-1"
+    # The live state is what allocated_state builds from the claims still allocated.
+    assert tracker.state == allocated_state([second])
+
+
+def test_live_allocator_recounts_counters_when_partitions_come_and_go():
+    whole = 'device.attributes["driver-a"].size == "whole"'
+    s = _partitioned(dev("half-0", attrs={"size": {"string": "half"}}, consumesCounters=_consumes("4Gi", "2")),
+                     dev("whole", attrs={"size": {"string": "whole"}}, consumesCounters=_consumes("8Gi", "4")))
+    tracker, allocator = _live(s)
+    want_whole = claim("claim-1", req("req-0", "class-a", selectors=[whole]))
+    assert allocator.allocate(node(), [want_whole]) is not None
+    half = _allocated("claim-0", allocator, req("req-0", "class-a"))
+    assert half.status.allocation.devices.results[0].device == "half-0"
+    tracker.set(half.key, half)
+    blocked = allocator.try_allocate(node(), [want_whole])
+    assert blocked.results is None and "insufficient counter memory in gpu-0" in blocked.reasons
+    tracker.set(half.key, None)
+    assert allocator.allocate(node(), [want_whole]) is not None

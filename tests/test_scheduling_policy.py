@@ -537,3 +537,15 @@ def test_one_scheduling_decision_costs_well_under_a_millisecond():
         assert fw.schedule(info, snap).status.is_success
     per_pod = (time.perf_counter() - start) / len(pods)
     assert per_pod < 1e-3, f"{per_pod * 1e6:.0f} µs per pod"
+
+
+def test_num_feasible_nodes_to_find_follows_kube_scheduler():
+    # pkg/scheduler/schedule_one_test.go TestNumFeasibleNodesToFind
+    from mlplane.policy.pod.framework import num_feasible_nodes_to_find
+    assert num_feasible_nodes_to_find(10) == 10
+    assert num_feasible_nodes_to_find(99) == 99
+    assert num_feasible_nodes_to_find(1000) == 420  # 50 - 1000/125 = 42%
+    assert num_feasible_nodes_to_find(6000) == 300  # 50 - 48 = 2% -> at least 5%
+    assert num_feasible_nodes_to_find(1000, 40) == 400
+    assert num_feasible_nodes_to_find(1000, 100) == 1000
+    assert num_feasible_nodes_to_find(150, 10) == 100  # never fewer than 100

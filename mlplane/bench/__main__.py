@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 import sys
 
-from mlplane.bench import job_startup, kueue, store
+from mlplane.bench import dra, job_startup, kueue, store
 
 
 def main() -> int:
@@ -18,6 +18,7 @@ def main() -> int:
     print("\n".join(store.rows(store.run(quick=quick))))
     job_startup.run(pods=20 if quick else 100)
     print("\n".join(kueue.rows(kueue.run(quick=quick))))
+    print("\n".join(dra.rows(dra.run(quick=quick))))
     return 0
 
 

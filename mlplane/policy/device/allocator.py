@@ -8,24 +8,26 @@ runtime error (naming the expression and the device), allocationMode All on a po
 being updated or invalid. ``try_allocate`` also returns why nothing fits, for the
 scheduler's Unschedulable message. The search itself lives in ``search``; this module
 converts the API objects (``convert``) and evaluates CEL selectors, compiling each
-expression once and building each device's CEL view once per Allocator.
+expression once and building each device's CEL view and each (selector, device) result once
+per Allocator. The scheduler keeps one Allocator per set of classes and slices, with an
+allocated state that a ``convert.AllocationTracker`` updates claim by claim.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Mapping
 
 from mlplane.api.core import Node
 from mlplane.api.resource import AllocationResult, DeviceClass, ResourceClaim, ResourceSlice
 from mlplane.policy.device import convert
 from mlplane.policy.device.cel import CELCompileError, CELRuntimeError, SelectorCache, device_view
 from mlplane.policy.device.cel_semver import Semver
-from mlplane.policy.device.model import AllocatedState, Device, Features
-from mlplane.policy.device.search import (DEFAULT_MAX_STEPS, AllocationError, CoreAllocator,
-                                          SearchBudgetExceeded, SelectorError)
+from mlplane.policy.device.model import AllocatedState, Device, Features, NodeInfo
+from mlplane.policy.device.search import (DEFAULT_MAX_STEPS, AllocationError, ClaimAllocation,
+                                          CoreAllocator, SearchBudgetExceeded, SelectorError)
 
 __all__ = ["Allocator", "AllocationError", "AllocatedState", "AllocationOutcome", "Features",
-           "SearchBudgetExceeded", "DEFAULT_MAX_STEPS", "allocated_state"]
+           "PreparedClaims", "SearchBudgetExceeded", "DEFAULT_MAX_STEPS", "allocated_state"]
 
 
 def allocated_state(claims: list[ResourceClaim]) -> AllocatedState:
@@ -33,25 +35,48 @@ def allocated_state(claims: list[ResourceClaim]) -> AllocatedState:
     return convert.allocated_state(claims)
 
 
-@dataclass
 class AllocationOutcome:
-    """``results``: one AllocationResult per claim, or None; ``reasons``: why not; ``steps``:
-    search steps used (upstream's numAllocateOneInvocations)."""
-    results: list[AllocationResult] | None
-    reasons: list[str]
-    steps: int
+    """What ``try_allocate`` found. ``feasible``: whether the claims fit; ``results``: one
+    AllocationResult per claim (built on each access), or None; ``reasons``: why not;
+    ``steps``: search steps used (upstream's numAllocateOneInvocations)."""
+
+    def __init__(self, found: list[ClaimAllocation] | None, reasons: list[str], steps: int):
+        self._found = found
+        self.feasible = found is not None
+        self.reasons = reasons
+        self.steps = steps
+
+    @property
+    def results(self) -> list[AllocationResult] | None:
+        """New AllocationResult objects on every access (an outcome may serve several pods)."""
+        if self._found is None:
+            return None
+        return [AllocationResult.model_validate(r.to_wire()) for r in self._found]
 
     def message(self) -> str:
         """One line for an Unschedulable condition."""
         return "; ".join(self.reasons)
 
 
+class PreparedClaims:
+    """Claims converted once for many ``try_allocate`` calls (one per node in a cycle)."""
+
+    def __init__(self, claims: list[ResourceClaim]):
+        self.claims = [convert.claim(c) for c in claims]
+        # What the search result depends on besides the claim names: the request and
+        # constraint specs and the claim config (results name claims only in shareIDs).
+        self.shape = repr([(c.requests, c.constraints, c.config) for c in self.claims])
+
+
 class _CelEvaluator:
-    """Evaluates selectors with compiled expressions and per-device views, both cached."""
+    """Evaluates selectors with compiled expressions and per-device views, and remembers each
+    result per (expression, device) for the allocator's life, as upstream's CEL cache does
+    within a scheduling snapshot; runtime errors are not remembered, they recur."""
 
     def __init__(self) -> None:
         self.cache = SelectorCache()
         self.views: dict[int, tuple[Device, object]] = {}
+        self.results: dict[tuple[str, int], bool] = {}
 
     def _view(self, driver: str, device: Device):
         entry = self.views.get(id(device))
@@ -61,10 +86,14 @@ class _CelEvaluator:
                  for name, (kind, value) in device.attributes.items()}
         view = device_view(driver, attrs, {n: c.value for n, c in device.capacity.items()},
                            device.allow_multiple_allocations)
-        self.views[id(device)] = (device, view)
+        self.views[id(device)] = (device, view)  # holds the device, so its id stays its own
         return view
 
     def __call__(self, expression: str, driver: str, device: Device) -> bool:
+        key = (expression, id(device))
+        hit = self.results.get(key)
+        if hit is not None:  # the device is held in ``views``: its id cannot be reused
+            return hit
         try:
             compiled = self.cache.get(expression)
         except CELCompileError as err:
@@ -74,33 +103,65 @@ class _CelEvaluator:
         except ValueError as err:
             raise SelectorError(str(err)) from None
         try:
-            return compiled.matches(view)
+            matched = compiled.matches(view)
         except CELRuntimeError as err:
             raise SelectorError(str(err)) from None
+        self.results[key] = matched
+        return matched
 
 
 class Allocator:
-    """Allocates claims on one node at a time from the given classes, slices and allocated state."""
+    """Allocates claims on one node at a time from the given classes, slices and allocated state.
+
+    Built once per set of classes and slices, it keeps what depends only on them (each node's
+    pools and devices in search order, device CEL views, selector results). By default
+    ``allocated`` is fixed; an allocator that lives while claims come and go gets an
+    ``allocated`` that changes in place and ``pool_versions`` (``convert.AllocationTracker``),
+    and then also keeps each node's last outcome for a claim shape until something in use on
+    that node's pools changes.
+    """
 
     def __init__(self, device_classes: list[DeviceClass], slices: list[ResourceSlice],
-                 allocated: AllocatedState, features: Features = Features()):
+                 allocated: AllocatedState, features: Features = Features(), *,
+                 pool_versions: Mapping[str, int] | None = None):
         classes = {}
         for c in device_classes:
             info = convert.device_class(c)
             classes[info.name] = info
         self._search = CoreAllocator(classes, [convert.resource_slice(s) for s in slices], allocated,
-                               _CelEvaluator(), features)
+                                     _CelEvaluator(), features, pool_versions)
+        # node name -> (the Node given, it as the search sees it, its pool IDs, its last outcome
+        # per (claim shape, max_steps) with the pool versions it was found at)
+        self._nodes: dict[str, tuple[Node, NodeInfo, list[str], dict]] = {}
 
-    def try_allocate(self, node: Node, claims: list[ResourceClaim], *,
+    def _node(self, node: Node) -> tuple[Node, NodeInfo, list[str], dict]:
+        """What is kept about ``node``, while the caller passes the same Node object."""
+        target = convert.node_info(node)
+        pools = self._search.node_pools(target)[0]
+        entry = self._nodes[target.name] = (node, target, [p.pool_id for p in pools], {})
+        return entry
+
+    def try_allocate(self, node: Node, claims: list[ResourceClaim] | PreparedClaims, *,
                      max_steps: int = DEFAULT_MAX_STEPS) -> AllocationOutcome:
         """Allocate ``claims`` together on ``node``; raise AllocationError for invalid input
         and SearchBudgetExceeded when ``max_steps`` search steps did not decide."""
-        outcome = self._search.allocate(convert.node_info(node),
-                                        [convert.claim(c) for c in claims], max_steps=max_steps)
-        if outcome.results is None:
-            return AllocationOutcome(None, outcome.reasons(), outcome.steps)
-        results = [AllocationResult.model_validate(r.to_wire()) for r in outcome.results]
-        return AllocationOutcome(results, [], outcome.steps)
+        prepared = claims if isinstance(claims, PreparedClaims) else PreparedClaims(claims)
+        entry = self._nodes.get(node.metadata.name or "")
+        if entry is None or entry[0] is not node:
+            entry = self._node(node)
+        _, target, pools, outcomes = entry
+        versions = self._search.pool_versions
+        version = None
+        if versions is not None:
+            version = tuple(map(versions.get, pools))  # a pool not changed yet reads None
+            hit = outcomes.get((prepared.shape, max_steps))
+            if hit is not None and hit[0] == version:
+                return hit[1]
+        found = self._search.allocate(target, prepared.claims, max_steps=max_steps)
+        outcome = AllocationOutcome(found.results, found.reasons(), found.steps)
+        if version is not None and not any(r.share_id for c in found.results or () for r in c.results):
+            outcomes[(prepared.shape, max_steps)] = (version, outcome)  # shareIDs name the claim
+        return outcome
 
     def allocate(self, node: Node, claims: list[ResourceClaim], *,
                  max_steps: int = DEFAULT_MAX_STEPS) -> list[AllocationResult] | None:

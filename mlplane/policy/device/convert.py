@@ -159,20 +159,100 @@ def claim(c: ResourceClaim) -> Claim:
 
 def allocated_state(claims: list[ResourceClaim]) -> AllocatedState:
     """What the allocations of ``claims`` (those with status.allocation) use."""
-    state = AllocatedState()
+    tracker = AllocationTracker()
     for c in claims:
-        allocation = c.status.allocation
-        if allocation is None:
-            continue
-        for r in allocation.devices.results or ():
-            if r.admin_access:
-                continue
-            dev_id = DeviceID(r.driver, r.pool, r.device)
-            if r.share_id is None:
-                state.allocated_devices.add(dev_id)
-                continue
-            state.allocated_shared_device_ids.add(SharedDeviceID(r.driver, r.pool, r.device, r.share_id))
-            total = state.aggregated_capacity.setdefault(dev_id, {})
-            for name, value in (r.consumed_capacity or {}).items():
-                total[name] = total.get(name, Decimal(0)) + quantity(value)
-    return state
+        tracker.set(c.key, c)
+    return tracker.state
+
+
+# One device a claim's allocation uses: the device, its shareID (None: dedicated) and the
+# capacity it consumes.
+_Use = tuple[DeviceID, "str | None", dict[str, Decimal]]
+
+
+def _uses(c: ResourceClaim | None) -> list[_Use]:
+    allocation = c.status.allocation if c is not None else None
+    if allocation is None:
+        return []
+    out: list[_Use] = []
+    for r in allocation.devices.results or ():
+        if r.admin_access:
+            continue  # admin access does not count as in use
+        out.append((DeviceID(r.driver, r.pool, r.device), r.share_id,
+                    {name: quantity(value) for name, value in (r.consumed_capacity or {}).items()}))
+    return out
+
+
+class AllocationTracker:
+    """An AllocatedState kept current claim by claim, as claims are allocated, assumed, freed.
+
+    ``set(key, claim)`` records what the claim's allocation uses now (None or no allocation:
+    nothing) and changes ``state`` in place, so an allocator holding ``state`` sees it at
+    once. ``pool_versions["driver/pool"]`` grows whenever what is in use in that pool changes,
+    which is what lets the allocator keep per-pool results between calls.
+    """
+
+    def __init__(self) -> None:
+        self.state = AllocatedState()
+        self._uses: dict[str, list[_Use]] = {}
+        self._dedicated: dict[DeviceID, int] = {}
+        self._shared: dict[SharedDeviceID, int] = {}
+        self._consumed: dict[DeviceID, dict[str, list[dict[str, Decimal]]]] = {}  # device -> claim -> uses
+        self.pool_versions: dict[str, int] = {}  # pool ID "driver/pool" -> version
+
+    def set(self, key: str, claim: ResourceClaim | None) -> None:
+        new = _uses(claim)
+        old = self._uses.get(key, [])
+        if new == old:
+            return
+        for use in old:
+            self._change(key, use, -1)
+        for use in new:
+            self._change(key, use, +1)
+        if new:
+            self._uses[key] = new
+        else:
+            self._uses.pop(key, None)
+        for dev_id in {u[0] for u in old + new}:
+            pool_id = f"{dev_id.driver}/{dev_id.pool}"
+            self.pool_versions[pool_id] = self.pool_versions.get(pool_id, 0) + 1
+            if dev_id in self._consumed:
+                self._aggregate(dev_id)
+
+    def _change(self, key: str, use: _Use, delta: int) -> None:
+        dev_id, share_id, consumed = use
+        if share_id is None:
+            n = self._dedicated.get(dev_id, 0) + delta
+            _count(self._dedicated, self.state.allocated_devices, dev_id, n)
+            return
+        shared = SharedDeviceID(*dev_id, share_id)
+        _count(self._shared, self.state.allocated_shared_device_ids, shared,
+               self._shared.get(shared, 0) + delta)
+        per_claim = self._consumed.setdefault(dev_id, {})
+        if delta > 0:
+            per_claim.setdefault(key, []).append(consumed)
+        else:
+            per_claim.pop(key, None)  # every use of the claim goes at once
+
+    def _aggregate(self, dev_id: DeviceID) -> None:
+        """Sum the capacity every claim consumes of a shared device, in claim-key order."""
+        per_claim = self._consumed[dev_id]
+        if not per_claim:
+            del self._consumed[dev_id]
+            self.state.aggregated_capacity.pop(dev_id, None)
+            return
+        total: dict[str, Decimal] = {}
+        for key in sorted(per_claim):
+            for consumed in per_claim[key]:
+                for name, value in consumed.items():
+                    total[name] = total.get(name, Decimal(0)) + value
+        self.state.aggregated_capacity[dev_id] = total
+
+
+def _count(counts: dict, members: set, item, n: int) -> None:
+    if n > 0:
+        counts[item] = n
+        members.add(item)
+    else:
+        counts.pop(item, None)
+        members.discard(item)

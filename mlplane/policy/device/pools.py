@@ -1,4 +1,5 @@
-"""Resource pools for one node (upstream structured GatherPools and NodeMatches).
+"""Resource pools for one node (upstream structured GatherPools and NodeMatches), from an index
+built once per set of slices (``PoolIndex``).
 
 A slice is usable on a node when it names the node, selects it, serves all nodes, or (with
 perDeviceNodeSelection) has a device that does. Slices are grouped by (driver, pool); only
@@ -95,40 +96,65 @@ def _targets_node(slice_: Slice, node: NodeInfo) -> bool:
     return node_matches(node, slice_.node_name, slice_.all_nodes, slice_.node_selector)
 
 
-def gather_pools(slices: list[Slice], node: NodeInfo) -> list[Pool]:
-    """The pools usable on ``node``, ordered by (driver, pool name)."""
-    newest: dict[tuple[str, str], int] = {}
-    for s in slices:
-        key = (s.driver, s.pool)
-        newest[key] = max(newest.get(key, s.generation), s.generation)
-    pools: dict[tuple[str, str], Pool] = {}
-    for s in slices:
-        key = (s.driver, s.pool)
-        if s.generation != newest[key]:
-            continue  # stale generation: ignored, as upstream
-        pool = pools.setdefault(key, Pool(driver=s.driver, name=s.pool))
-        pool.all_slices.append(s)
-        if _targets_node(s, node):
-            pool.slices.append(s)
-    result = []
-    for key in sorted(pools):
-        pool = pools[key]
-        if not pool.slices:
-            continue
-        pool.slices.sort(key=lambda s: s.name)
-        pool.all_slices.sort(key=lambda s: s.name)
-        pool.incomplete = len(pool.all_slices) != pool.all_slices[0].resource_slice_count
-        seen: set[str] = set()
-        for s in pool.all_slices:
-            for d in s.devices:
-                if d.name in seen:
-                    pool.invalid = True
-                    pool.invalid_reason = f"duplicate device name {d.name}"
-                seen.add(d.name)
-            for set_name, counters in s.shared_counters.items():
-                if set_name in pool.counter_sets:
-                    pool.invalid = True
-                    pool.invalid_reason = f"duplicate counter set {set_name}"
-                pool.counter_sets[set_name] = dict(counters)
-        result.append(pool)
-    return result
+class PoolIndex:
+    """The pools of a set of slices, gathered once: each pool's newest generation, its slices,
+    completeness, validity and counter sets are computed when the index is built, and the
+    slices that name a node are indexed by that node, so ``pools_for(node)`` looks at the
+    node's own slices plus those that select nodes (nodeSelector, allNodes, per device)."""
+
+    def __init__(self, slices: list[Slice]):
+        newest: dict[tuple[str, str], int] = {}
+        for s in slices:
+            key = (s.driver, s.pool)
+            newest[key] = max(newest.get(key, s.generation), s.generation)
+        self._pools: dict[tuple[str, str], Pool] = {}
+        self._by_node: dict[str, list[Slice]] = {}
+        self._selecting: list[Slice] = []  # slices that do not name a single node
+        for s in slices:
+            key = (s.driver, s.pool)
+            if s.generation != newest[key]:
+                continue  # stale generation: ignored, as upstream
+            self._pools.setdefault(key, Pool(driver=s.driver, name=s.pool)).all_slices.append(s)
+            if s.node_name is not None and not s.per_device_node_selection:
+                self._by_node.setdefault(s.node_name, []).append(s)
+            else:
+                self._selecting.append(s)
+        for pool in self._pools.values():
+            _summarize(pool)
+
+    def pools_for(self, node: NodeInfo) -> list[Pool]:
+        """The pools usable on ``node``, ordered by (driver, pool name); each lists the slices
+        that target the node, ordered by name."""
+        targeting: dict[tuple[str, str], list[Slice]] = {}
+        for s in self._by_node.get(node.name, ()):
+            targeting.setdefault((s.driver, s.pool), []).append(s)
+        for s in self._selecting:
+            if _targets_node(s, node):
+                targeting.setdefault((s.driver, s.pool), []).append(s)
+        result = []
+        for key in sorted(targeting):
+            shared = self._pools[key]
+            result.append(Pool(driver=shared.driver, name=shared.name,
+                               slices=sorted(targeting[key], key=lambda s: s.name),
+                               all_slices=shared.all_slices, incomplete=shared.incomplete,
+                               invalid=shared.invalid, invalid_reason=shared.invalid_reason,
+                               counter_sets=shared.counter_sets))
+        return result
+
+
+def _summarize(pool: Pool) -> None:
+    """Order a pool's slices and derive completeness, validity and counter sets from them."""
+    pool.all_slices.sort(key=lambda s: s.name)
+    pool.incomplete = len(pool.all_slices) != pool.all_slices[0].resource_slice_count
+    seen: set[str] = set()
+    for s in pool.all_slices:
+        for d in s.devices:
+            if d.name in seen:
+                pool.invalid = True
+                pool.invalid_reason = f"duplicate device name {d.name}"
+            seen.add(d.name)
+        for set_name, counters in s.shared_counters.items():
+            if set_name in pool.counter_sets:
+                pool.invalid = True
+                pool.invalid_reason = f"duplicate counter set {set_name}"
+            pool.counter_sets[set_name] = dict(counters)

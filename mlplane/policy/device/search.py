@@ -19,14 +19,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable
+from typing import Callable, Mapping
 
 from .capacity import check_capacity, consumption, format_quantity
 from .constraints import ConstraintState
 from .model import (ALLOCATION_RESULTS_MAX_SIZE, AllocatedState, Claim, Device, DeviceClassInfo,
                     DeviceID, Features, NodeInfo, NodeSelector, Request, Requirement, SelectorTerm,
                     Slice)
-from .pools import Pool, device_matches_node, gather_pools
+from .pools import Pool, PoolIndex, device_matches_node
 
 DEFAULT_MAX_STEPS = 200_000
 
@@ -199,29 +199,52 @@ class CoreAllocator:
 
     def __init__(self, classes: dict[str, DeviceClassInfo], slices: list[Slice],
                  allocated: AllocatedState, evaluate: SelectorEvaluator,
-                 features: Features = Features()):
+                 features: Features = Features(),
+                 pool_versions: Mapping[str, int] | None = None):
         self.classes = classes
         self.slices = slices
         self.allocated = allocated
         self.evaluate = evaluate
         self.features = features
-        self._available_counters: dict[str, dict[str, dict[str, Decimal]]] = {}
-        self._shared_in_use = {DeviceID(*s[:3]) for s in allocated.allocated_shared_device_ids}
+        # ``allocated`` may change between calls when ``pool_versions`` ("driver/pool" -> a
+        # number that grows) says which pools it changed in; without it, ``allocated`` is fixed
+        # for this allocator's life.
+        self.pool_versions = pool_versions
+        self._index = PoolIndex(slices)
+        self._nodes: dict[tuple, tuple[list[Pool], list[_Candidate]]] = {}
+        self._available_counters: dict[str, tuple[int | None, dict[str, dict[str, Decimal]]]] = {}
 
     def allocate(self, node: NodeInfo, claims: list[Claim], *,
                  max_steps: int = DEFAULT_MAX_STEPS) -> Outcome:
         return _Run(self, node, claims, max_steps).run()
 
+    def node_pools(self, node: NodeInfo) -> tuple[list[Pool], list[_Candidate]]:
+        """The pools usable on ``node`` and their devices in search order (cached per node)."""
+        key = (node.name, tuple(sorted(node.labels.items())))
+        hit = self._nodes.get(key)
+        if hit is None:
+            pools = self._index.pools_for(node)
+            candidates = [_Candidate(p, s, d, DeviceID(p.driver, p.name, d.name))
+                          for p in pools if not (p.incomplete or p.invalid)
+                          for s in p.slices for d in s.devices]
+            hit = self._nodes[key] = (pools, candidates)
+        return hit
+
     def available_counters(self, pool: Pool) -> dict[str, dict[str, Decimal]]:
-        """Counter sets of a pool minus what allocated devices consume (cached per pool)."""
+        """Counter sets of a pool minus what allocated devices consume (cached per pool and
+        allocated-state version)."""
+        version = self.pool_versions.get(pool.pool_id) if self.pool_versions is not None else None
         cached = self._available_counters.get(pool.pool_id)
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        shared_in_use = {DeviceID(*s[:3]) for s in self.allocated.allocated_shared_device_ids
+                         if s.driver == pool.driver and s.pool == pool.name}
         available = {name: dict(c) for name, c in pool.counter_sets.items()}
         for s in pool.all_slices:
             for d in s.devices:
                 dev_id = DeviceID(s.driver, s.pool, d.name)
-                if not self._is_allocated(dev_id):
+                if not (dev_id in self.allocated.allocated_devices
+                        or dev_id in self.allocated.aggregated_capacity or dev_id in shared_in_use):
                     continue
                 for set_name, counters in d.consumes_counters:
                     target = available.get(set_name)
@@ -230,12 +253,8 @@ class CoreAllocator:
                     for name, value in counters.items():
                         if name in target:
                             target[name] -= value
-        self._available_counters[pool.pool_id] = available
+        self._available_counters[pool.pool_id] = (version, available)
         return available
-
-    def _is_allocated(self, dev_id: DeviceID) -> bool:
-        return (dev_id in self.allocated.allocated_devices or dev_id in self.allocated.aggregated_capacity
-                or dev_id in self._shared_in_use)
 
 
 class _Run:
@@ -248,11 +267,7 @@ class _Run:
         self.claims = claims
         self.max_steps = max_steps
         self.steps = 0
-        self.pools = gather_pools(owner.slices, node)
-        self.candidates: list[_Candidate] = [
-            _Candidate(p, s, d, DeviceID(p.driver, p.name, d.name))
-            for p in self.pools if not (p.incomplete or p.invalid)
-            for s in p.slices for d in s.devices]
+        self.pools, self.candidates = owner.node_pools(node)
         self.req_data: list[list[list[_ReqData]]] = []
         self.constraints: list[list[ConstraintState]] = []
         self.match_cache: dict[tuple, bool] = {}

@@ -7,11 +7,17 @@ assumed copy, with ``status.allocation`` and the pod in ``status.reservedFor``, 
 later cycle sees, so the devices it holds count as in use at once. An assumption ends when the
 store's copy of the claim changes (the allocation was written, or the claim was deleted or
 replaced) or when the scheduler drops it (Unreserve).
+
+What the claims in use hold is kept claim by claim in an ``AllocationTracker``, and one
+``Allocator`` serves every cycle until a DeviceClass or ResourceSlice changes, so a cycle
+neither rebuilds the allocator nor re-reads every claim.
 """
 
 from __future__ import annotations
 
 from mlplane.api.resource import DeviceClass, ResourceClaim, ResourceSlice
+from mlplane.policy.device.allocator import Allocator
+from mlplane.policy.device.convert import AllocationTracker
 
 
 class DeviceSnapshot:
@@ -22,6 +28,21 @@ class DeviceSnapshot:
         self.slices: dict[str, ResourceSlice] = {}
         self._claims: dict[str, ResourceClaim] = {}
         self._assumed: dict[str, tuple[ResourceClaim, str | None]] = {}  # key -> (claim, base resourceVersion)
+        self._in_use = AllocationTracker()
+        self._allocator: Allocator | None = None
+
+    def allocator(self) -> Allocator:
+        """The allocator over the current classes and slices and the claims in use (assumed
+        ones included); it sees claim changes at once and is rebuilt after a class or slice
+        changes. Raises what Allocator raises for invalid objects."""
+        if self._allocator is None:
+            self._allocator = Allocator(self.device_classes(), self.resource_slices(), self._in_use.state,
+                                        pool_versions=self._in_use.pool_versions)
+        return self._allocator
+
+    def _claim_changed(self, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        self._in_use.set(key, self.claim(namespace, name))
 
     # -- reading ----------------------------------------------------------------------------------
     def device_classes(self) -> list[DeviceClass]:
@@ -54,15 +75,19 @@ class DeviceSnapshot:
     # -- events -----------------------------------------------------------------------------------
     def set_class(self, device_class: DeviceClass) -> None:
         self.classes[device_class.name] = device_class
+        self._allocator = None
 
     def remove_class(self, name: str) -> None:
         self.classes.pop(name, None)
+        self._allocator = None
 
     def set_slice(self, resource_slice: ResourceSlice) -> None:
         self.slices[resource_slice.name] = resource_slice
+        self._allocator = None
 
     def remove_slice(self, name: str) -> None:
         self.slices.pop(name, None)
+        self._allocator = None
 
     def set_claim(self, claim: ResourceClaim) -> None:
         """The store's current copy; it ends an assumption made on an older copy."""
@@ -71,17 +96,21 @@ class DeviceSnapshot:
         assumed = self._assumed.get(key)
         if assumed is not None and assumed[1] != claim.metadata.resource_version:
             del self._assumed[key]
+        self._claim_changed(key)
 
     def remove_claim(self, key: str) -> None:
         self._claims.pop(key, None)
         self._assumed.pop(key, None)
+        self._claim_changed(key)
 
     # -- the scheduler's own decisions -------------------------------------------------------------
     def assume_claim(self, claim: ResourceClaim, base_resource_version: str | None) -> None:
         """Count ``claim`` (allocated in a cycle) as it will be once written over the copy with
         ``base_resource_version``."""
         self._assumed[claim.key] = (claim, base_resource_version)
+        self._claim_changed(claim.key)
 
     def forget_claim(self, key: str) -> None:
         """Drop an assumption (Unreserve); the store's copy is what counts again."""
         self._assumed.pop(key, None)
+        self._claim_changed(key)

@@ -11,8 +11,11 @@ Ports the behaviour of kube-scheduler's plugin
 - Filter: claims already allocated must be usable from the node (``allocation.nodeSelector``);
   the others are allocated together on the node by the device plane's ``Allocator`` over the
   snapshot's classes, slices and allocated claims (those assumed in earlier cycles count as
-  in use). When nothing fits, the node's reasons are the allocator's ("no device matched
-  selector of request gpu (8 devices checked)").
+  in use). The snapshot keeps that allocator across cycles and updates what is in use claim
+  by claim (upstream likewise keeps the allocated devices up to date from claim events
+  instead of listing every claim per pod: dynamicresources.go, allocatedDevices); PreFilter
+  converts the pod's claims once for all nodes. When nothing fits, the node's reasons are the
+  allocator's ("no device matched selector of request gpu (8 devices checked)").
 - Reserve: the allocation chosen for the node is assumed in the snapshot, so the next cycle
   already counts its devices; Unreserve forgets it.
 - PreBind is I/O and lives with the scheduler controller (``ClaimWriter`` in
@@ -23,9 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlplane.api.resource import AllocationResult, ResourceClaim, ResourceClaimConsumerReference
+from mlplane.api.resource import ResourceClaim, ResourceClaimConsumerReference
 from mlplane.policy.device import convert
-from mlplane.policy.device.allocator import AllocationError, Allocator, SearchBudgetExceeded, allocated_state
+from mlplane.policy.device.allocator import (DEFAULT_MAX_STEPS, AllocationError, AllocationOutcome, Allocator,
+                                             PreparedClaims, SearchBudgetExceeded)
+from mlplane.policy.device.model import NodeSelector
 from mlplane.policy.device.pools import node_selector_matches
 from mlplane.policy.pod.claims import DeviceSnapshot
 from mlplane.policy.pod.interface import CycleState, Status
@@ -71,7 +76,9 @@ class ClaimsState:
     claims: list[ResourceClaim]  # each claim once, in spec order
     to_allocate: list[ResourceClaim]  # the claims without an allocation
     allocator: Allocator | None
-    allocations: dict[str, list[AllocationResult]] = field(default_factory=dict)  # node -> per to_allocate
+    prepared: PreparedClaims | None  # to_allocate, converted for the allocator
+    node_selectors: list[NodeSelector]  # where the claims allocated already can be used
+    allocations: dict[str, AllocationOutcome] = field(default_factory=dict)  # node -> feasible outcome
     claims_to_write: list[ResourceClaim] = field(default_factory=list)  # Reserve: as PreBind must write them
     base_versions: dict[str, str | None] = field(default_factory=dict)  # claim key -> resourceVersion read
 
@@ -82,7 +89,7 @@ class DynamicResources:
     name = "DynamicResources"
 
     def __init__(self, max_steps: int | None = None):
-        self.max_steps = max_steps
+        self.max_steps = DEFAULT_MAX_STEPS if max_steps is None else max_steps
 
     # -- PreFilter ----------------------------------------------------------------------------------
     def pre_filter(self, state: CycleState, pod: PodInfo, snapshot: Snapshot) -> Status | None:
@@ -121,14 +128,17 @@ class DynamicResources:
                         # Unschedulable until a DeviceClass event (dynamicresources.go PreFilter).
                         return Status.unresolvable(f"request {request.name}: device class {class_name} "
                                                    f"does not exist")
-        allocator = None
+        allocator = prepared = None
         if to_allocate:
             try:
-                allocator = Allocator(devices.device_classes(), devices.resource_slices(),
-                                      allocated_state(devices.allocated_claims()))
+                allocator = devices.allocator()
+                prepared = PreparedClaims(to_allocate)
             except (AllocationError, ValueError) as e:
                 return Status.error(f"preparing the device allocator: {e}")
-        state.write(STATE_KEY, ClaimsState(devices, claims, to_allocate, allocator,
+        selectors = [convert.node_selector(c.status.allocation.node_selector) for c in claims
+                     if c.status.allocation is not None and c.status.allocation.node_selector is not None]
+        state.write(STATE_KEY, ClaimsState(devices, claims, to_allocate, allocator, prepared,
+                                           [s for s in selectors if s is not None],
                                            base_versions={c.key: c.metadata.resource_version for c in claims}))
         return None
 
@@ -136,27 +146,22 @@ class DynamicResources:
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         data: ClaimsState = state.read(STATE_KEY)
         assert node.node is not None
-        target = convert.node_info(node.node)
-        for claim in data.claims:
-            allocation = claim.status.allocation
-            if allocation is not None and allocation.node_selector is not None:
-                selector = convert.node_selector(allocation.node_selector)
-                if selector is not None and not node_selector_matches(selector, target):
-                    return Status.unresolvable(NOT_AVAILABLE)
+        for selector in data.node_selectors:
+            if not node_selector_matches(selector, convert.node_info(node.node)):
+                return Status.unresolvable(NOT_AVAILABLE)
         if not data.to_allocate:
             return None
-        assert data.allocator is not None
-        kwargs = {"max_steps": self.max_steps} if self.max_steps is not None else {}
+        assert data.allocator is not None and data.prepared is not None
         try:
-            outcome = data.allocator.try_allocate(node.node, data.to_allocate, **kwargs)
+            outcome = data.allocator.try_allocate(node.node, data.prepared, max_steps=self.max_steps)
         except SearchBudgetExceeded as e:
             return Status.unschedulable(f"timed out trying to allocate devices: {e}")
         except AllocationError as e:
             # Something is wrong with a claim or class: an error aborts the attempt (upstream statusError).
             return Status.error(str(e))
-        if outcome.results is None:
+        if not outcome.feasible:
             return Status.unschedulable(*(outcome.reasons or [CANNOT_ALLOCATE]))
-        data.allocations[node.name] = outcome.results
+        data.allocations[node.name] = outcome
         return None
 
     # -- Reserve / Unreserve ------------------------------------------------------------------------
@@ -164,7 +169,8 @@ class DynamicResources:
         if STATE_KEY not in state:
             return None  # PreFilter skipped: the pod has no claims
         data: ClaimsState = state.read(STATE_KEY)
-        new = dict(zip((c.key for c in data.to_allocate), data.allocations.get(node, [])))
+        outcome = data.allocations.get(node)
+        new = dict(zip((c.key for c in data.to_allocate), (outcome.results or []) if outcome else []))
         if len(new) != len(data.to_allocate):
             return Status.error(f"no allocation was found for node {node} in Filter")
         data.claims_to_write = []

@@ -44,6 +44,21 @@ from mlplane.policy.pod.interface import (
 from mlplane.policy.pod.snapshot import NodeInfo, PodInfo, Snapshot
 from mlplane.policy.pod.waiting import WaitingPod, WaitingPods
 
+# kube-scheduler's defaults (pkg/scheduler/schedule_one.go numFeasibleNodesToFind): below 100 nodes
+# every node is filtered; above, an adaptive share (50% - nodes/125, at least 5%, at least 100 nodes).
+MIN_FEASIBLE_NODES_TO_FIND = 100
+MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND = 5
+BASE_PERCENTAGE_OF_NODES_TO_SCORE = 50
+
+
+def num_feasible_nodes_to_find(num_all_nodes: int, percentage_of_nodes_to_score: int = 0) -> int:
+    """How many feasible nodes a cycle looks for before it stops filtering (0 = adaptive)."""
+    if num_all_nodes < MIN_FEASIBLE_NODES_TO_FIND or percentage_of_nodes_to_score >= 100:
+        return num_all_nodes
+    percentage = percentage_of_nodes_to_score or max(
+        BASE_PERCENTAGE_OF_NODES_TO_SCORE - num_all_nodes // 125, MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND)
+    return max(num_all_nodes * percentage // 100, MIN_FEASIBLE_NODES_TO_FIND)
+
 
 class Framework:
     """An ordered set of plugins, run at each extension point in the order given.
@@ -53,7 +68,7 @@ class Framework:
     """
 
     def __init__(self, plugins: Sequence[Any], *, weights: Mapping[str, int] | None = None,
-                 waiting_pods: WaitingPods | None = None):
+                 waiting_pods: WaitingPods | None = None, percentage_of_nodes_to_score: int = 0):
         names = [getattr(p, "name", None) for p in plugins]
         for p, n in zip(plugins, names):
             if not isinstance(n, str) or not n:
@@ -80,10 +95,13 @@ class Framework:
                 raise ValueError(f"weight of Score plugin {name!r} must be a positive integer, got {weight!r}")
         self.weights = {name: weights.get(name, 1) for name in sorted(scored)}
         self.waiting_pods = waiting_pods if waiting_pods is not None else WaitingPods()
+        self.percentage_of_nodes_to_score = percentage_of_nodes_to_score
+        self._next_start_node = 0  # where the next cycle's Filter starts, so load spreads over nodes
 
     def with_plugins(self, *plugins: Any) -> "Framework":
         """A framework with ``plugins`` appended, sharing this one's weights and waiting pods."""
-        return Framework(self.plugins + plugins, weights=self.weights, waiting_pods=self.waiting_pods)
+        return Framework(self.plugins + plugins, weights=self.weights, waiting_pods=self.waiting_pods,
+                         percentage_of_nodes_to_score=self.percentage_of_nodes_to_score)
 
     # -- PreEnqueue -------------------------------------------------------------------------------
     def pre_enqueue(self, pod: PodInfo) -> Status:
@@ -167,9 +185,18 @@ class Framework:
 
     def _filter(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
                 diagnosis: Diagnosis) -> tuple[list[NodeInfo], Status | None]:
+        """Filter nodes until enough feasible ones are found (kube-scheduler's
+        findNodesThatPassFilters: numFeasibleNodesToFind, starting where the last cycle stopped)."""
         plugins = [p for p in self.filter_plugins if p.name not in state.skip_filter]
-        feasible = []
-        for ni in nodes:
+        feasible: list[NodeInfo] = []
+        wanted = num_feasible_nodes_to_find(len(nodes), self.percentage_of_nodes_to_score)
+        start = self._next_start_node % len(nodes) if nodes else 0
+        processed = 0
+        for i in range(len(nodes)):
+            if len(feasible) >= wanted:
+                break
+            ni = nodes[(start + i) % len(nodes)]
+            processed += 1
             for p in plugins:
                 returned = p.filter(state, pod, ni)
                 if returned is None or returned.is_success:
@@ -183,6 +210,8 @@ class Framework:
                 break
             else:
                 feasible.append(ni)
+        if nodes:
+            self._next_start_node = (start + processed) % len(nodes)
         return feasible, None
 
     def _unfit(self, state: CycleState, pod: PodInfo, snapshot: Snapshot, diagnosis: Diagnosis) -> ScheduleResult:
