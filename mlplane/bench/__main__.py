@@ -5,16 +5,15 @@ Each row puts mlplane beside a baseline measured in the same run on the same mac
 
 from __future__ import annotations
 
-import platform
 import sys
 
-from mlplane.bench import dra, job_startup, kueue, store
+from mlplane.bench import HEADER, dra, job_startup, kueue, machine, store
 
 
 def main() -> int:
     quick = "--quick" in sys.argv
-    print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} CPUs, Python {platform.python_version()}")
-    print("| metric | mlplane | baseline | goal |\n|---|---|---|---|")
+    print(machine())
+    print(HEADER)
     print("\n".join(store.rows(store.run(quick=quick))))
     job_startup.run(pods=20 if quick else 100)
     print("\n".join(kueue.rows(kueue.run(quick=quick))))

@@ -34,12 +34,11 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import os
-import platform
 import sys
 import time
 from collections import Counter
 
+from mlplane.bench import print_report
 from mlplane.api.core import Node, Pod
 from mlplane.api.resource import DeviceClass, ResourceClaim, ResourceSlice
 from mlplane.policy.device.search import DEFAULT_MAX_STEPS
@@ -266,11 +265,7 @@ def rows(results: dict) -> list[str]:
 
 
 def main() -> int:
-    quick = "--quick" in sys.argv
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print("| metric | mlplane | baseline | goal |\n|---|---|---|---|")
-    print("\n".join(rows(run(quick=quick))))
-    return 0
+    return print_report(run, rows)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import tempfile
 import time
 
 from mlplane.api.batch import Job
+from mlplane.bench import HEADER
 from mlplane.api.core import Pod
 from mlplane.cli.demo import _free_port, _wait_ready, stop_process
 from mlplane.control.store.http import HTTPStore
@@ -86,5 +87,5 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pods", type=int, default=100)
     a = ap.parse_args()
-    print("| metric | mlplane | baseline | goal |\n|---|---|---|---|")
+    print(HEADER)
     run(a.pods)

@@ -29,14 +29,13 @@ their own, labelled published, not measured here.
 from __future__ import annotations
 
 import heapq
-import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mlplane.bench import print_report
 from mlplane.policy.workload.kueue.cycle import Scheduler
 from mlplane.policy.workload.kueue.model import (ANY, BEST_EFFORT_FIFO, LOWER_PRIORITY, ClusterQueue, Flavor,
                                                  PodSet, Preemption, ResourceGroup, Workload)
@@ -387,11 +386,7 @@ def rows(results: dict) -> list[str]:
 
 
 def main() -> int:
-    quick = "--quick" in sys.argv
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print("| metric | mlplane | baseline | goal |\n|---|---|---|---|")
-    print("\n".join(rows(run(quick=quick))))
-    return 0
+    return print_report(run, rows)
 
 
 if __name__ == "__main__":
