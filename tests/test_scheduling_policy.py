@@ -549,3 +549,21 @@ def test_num_feasible_nodes_to_find_follows_kube_scheduler():
     assert num_feasible_nodes_to_find(1000, 40) == 400
     assert num_feasible_nodes_to_find(1000, 100) == 1000
     assert num_feasible_nodes_to_find(150, 10) == 100  # never fewer than 100
+
+
+def test_node_affinity_and_node_name_skip_filter_when_the_pod_asks_nothing():
+    # nodeaffinity PreFilter returns Skip for a pod without affinity or nodeSelector; NodeName does the
+    # same without spec.nodeName. Filter is then not run for them, and decisions are unchanged.
+    from mlplane.api import Pod as _Pod
+    from mlplane.policy.pod.interface import Code
+    from mlplane.policy.pod.plugins import NodeAffinity, NodeName
+    from mlplane.policy.pod.snapshot import PodInfo
+
+    plain = PodInfo(_Pod.model_validate({"metadata": {"name": "p", "namespace": "default"},
+                                         "spec": {"containers": [{"name": "c"}]}}))
+    picky = PodInfo(_Pod.model_validate({"metadata": {"name": "q", "namespace": "default"},
+                                         "spec": {"containers": [{"name": "c"}], "nodeSelector": {"gpu": "h200"},
+                                                  "nodeName": "n1"}}))
+    for plugin in (NodeAffinity(), NodeName()):
+        assert plugin.pre_filter(None, plain, None).code is Code.SKIP
+        assert plugin.pre_filter(None, picky, None) is None

@@ -61,6 +61,10 @@ class NodeName:
     name = "NodeName"
     REASON = "node(s) didn't match the requested node name"
 
+    def pre_filter(self, state: CycleState, pod: PodInfo, snapshot) -> Status | None:
+        # Nothing to check on any node: skip Filter (the framework's Skip status).
+        return None if pod.pod.spec.node_name else Status.skip()
+
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         wanted = pod.pod.spec.node_name
         if wanted and wanted != node.name:
@@ -102,6 +106,10 @@ class NodeAffinity:
 
     name = "NodeAffinity"
     REASON = "node(s) didn't match Pod's node affinity/selector"
+
+    def pre_filter(self, state: CycleState, pod: PodInfo, snapshot) -> Status | None:
+        # Upstream's PreFilter returns Skip for a pod without node affinity or nodeSelector.
+        return None if pod.pod.spec.node_selector else Status.skip()
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         selector = pod.pod.spec.node_selector
