@@ -507,8 +507,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- the parser ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mlplane", description="mlplane: a control plane for ML compute "
-                                "(Kubernetes-compatible Jobs, Pods; devices, gangs, queues and inference next).")
+    p = argparse.ArgumentParser(prog="mlplane", description="mlplane: a control plane for ML compute, "
+                                "Kubernetes-compatible: Pods and Jobs, Kueue queues, DRA devices.")
     p.add_argument("--version", action="version", version=f"mlplane {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="COMMAND")
 
@@ -614,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("-o", "--output", choices=["json"], default="json", help="output format (json)")
     da.set_defaults(func=cmd_dra_allocate)
 
-    demo = sub.add_parser("demo", help="start a throwaway control plane, run examples/, summarise, shut down")
+    demo = sub.add_parser("demo", help="start a throwaway control plane, run the examples, summarise, shut down")
     demo.add_argument("directory", nargs="*", default=["examples"], help="manifest folders or files (default: examples)")
     demo.add_argument("--node-config", help="devices for the local node (see examples-dra/node.yaml)")
     demo.add_argument("--timeout", default="300s")
