@@ -205,3 +205,53 @@ def test_a_shared_claim_is_released_only_when_its_last_pod_is_gone(plane):
     released = wait_for(lambda: (c := store.get(ResourceClaim, "default", "shared")).status.allocation is None and c,
                         what="claim deallocated")
     assert released.status.reserved_for is None
+
+
+def test_prebind_never_writes_a_stale_device_choice(store):
+    """The allocation chosen in a cycle is written only if the claim is as the cycle saw it: a claim
+    released meanwhile, or changed while unallocated, fails the binding (the pod is tried again),
+    so two claims never end up holding the same device."""
+    from mlplane.api.resource import ResourceClaim
+    from mlplane.control.controllers.scheduler import ClaimWriter
+    from mlplane.policy.pod.dynamicresources import STATE_KEY, ClaimsState
+    from mlplane.policy.pod.interface import Code, CycleState
+    from mlplane.policy.pod.snapshot import PodInfo
+
+    def claim(name):
+        return store.create(ResourceClaim.model_validate({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.example.com"}}]}}}))
+
+    allocation = {"devices": {"results": [{"request": "gpu", "driver": "gpu.example.com", "pool": "n1",
+                                            "device": "gpu-0"}]}}
+    pod = PodInfo(Pod.model_validate({"metadata": {"name": "p", "namespace": "default", "uid": "u-1"},
+                                      "spec": {"containers": [{"name": "c"}]}}))
+
+    def prebind(seen, *, allocating):
+        wanted = seen.model_copy(deep=True)
+        wanted.status = wanted.status.model_validate({"allocation": allocation})
+        state = CycleState()
+        state.write(STATE_KEY, ClaimsState(None, [seen], [seen] if allocating else [], None, None, [],
+                                           claims_to_write=[wanted],
+                                           base_versions={seen.key: seen.metadata.resource_version}))
+        return ClaimWriter(store).pre_bind(state, pod, "n1")
+
+    # Allocated when the cycle began, released before PreBind: not written back.
+    held = claim("held")
+    held = store.patch(ResourceClaim, "default", "held", {"status": {"allocation": allocation}}, subresource="status")
+    store.patch(ResourceClaim, "default", "held", {"status": {"allocation": None}}, subresource="status")
+    status = prebind(held, allocating=False)
+    assert status.code is Code.UNSCHEDULABLE and "deallocated meanwhile" in status.message
+    assert store.get(ResourceClaim, "default", "held").status.allocation is None
+
+    # Unallocated and changed since the cycle read it: the choice is not written either.
+    fresh = claim("fresh")
+    store.patch(ResourceClaim, "default", "fresh", {"metadata": {"labels": {"touched": "yes"}}})
+    status = prebind(fresh, allocating=True)
+    assert status.code is Code.UNSCHEDULABLE and "changed meanwhile" in status.message
+
+    # Unchanged: allocation and reservedFor are written.
+    calm = claim("calm")
+    assert prebind(calm, allocating=True).is_success
+    written = store.get(ResourceClaim, "default", "calm").status
+    assert written.allocation.devices.results[0].device == "gpu-0" and written.reserved_for[0].uid == "u-1"

@@ -480,8 +480,12 @@ def cmd_dra_allocate(args: argparse.Namespace) -> int:
     claims = [o for o in objs if isinstance(o, ResourceClaim)]
     in_use = [c for c in claims if c.status and c.status.allocation is not None]
     pending = [c for c in claims if not (c.status and c.status.allocation is not None)]
-    allocator = Allocator([o for o in objs if isinstance(o, DeviceClass)],
-                          [o for o in objs if isinstance(o, ResourceSlice)], allocated_state(in_use))
+    try:
+        allocator = Allocator([o for o in objs if isinstance(o, DeviceClass)],
+                              [o for o in objs if isinstance(o, ResourceSlice)], allocated_state(in_use))
+    except ValueError as e:  # inconsistent input the models alone cannot catch
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out: dict = {"node": args.node, "feasible": False, "error": None, "claims": []}
     code = 0
     try:

@@ -97,13 +97,16 @@ class ClaimWriter:
         if DRA_STATE_KEY not in state:
             return Status.skip()  # the pod has no claims
         data: ClaimsState = state.read(DRA_STATE_KEY)
+        allocating = {c.key for c in data.to_allocate}
         for wanted in data.claims_to_write:
-            status = self._write(wanted, pod)
+            status = self._write(wanted, pod, allocating=wanted.key in allocating,
+                                 base_version=data.base_versions.get(wanted.key))
             if status is not None:
                 return status
         return Status()
 
-    def _write(self, wanted: ResourceClaim, pod: PodInfo) -> Status | None:
+    def _write(self, wanted: ResourceClaim, pod: PodInfo, *, allocating: bool,
+               base_version: str | None) -> Status | None:
         for _ in range(self.RETRIES):
             claim = self.store.get(ResourceClaim, wanted.namespace, wanted.name)
             if claim.uid != wanted.uid:
@@ -111,6 +114,13 @@ class ClaimWriter:
             current = claim.status.allocation
             if current is not None and current != wanted.status.allocation:
                 return Status.unschedulable(f"resourceclaim {claim.name} got allocated meanwhile")
+            if current is None and not allocating:
+                # Allocated when the cycle began and released since: its devices may be someone else's.
+                return Status.unschedulable(f"resourceclaim {claim.name} was deallocated meanwhile")
+            if current is None and claim.metadata.resource_version != base_version:
+                # Changed since the cycle chose its devices (which may have been freed up for others
+                # in between): choose again rather than write a stale choice.
+                return Status.unschedulable(f"resourceclaim {claim.name} changed meanwhile")
             if current is not None and reserved_for(claim, pod.uid):
                 return None
             consumers = list(claim.status.reserved_for or [])
