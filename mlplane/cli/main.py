@@ -71,6 +71,16 @@ def _targets(words: list[str]) -> list[tuple[Kind, str | None]]:
     return out
 
 
+def _load(paths: list[str]):
+    """Every document of the files, or None after printing each problem (file, document, field)."""
+    try:
+        return load_paths(paths)
+    except ManifestError as e:
+        for line in e.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return None
+
+
 def _kind(name: str) -> Kind:
     try:
         return REGISTRY.by_name(name)
@@ -138,11 +148,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    try:
-        docs = load_paths(args.filename)
-    except ManifestError as e:
-        for line in e.errors:
-            print(f"error: {line}", file=sys.stderr)
+    docs = _load(args.filename)
+    if docs is None:
         print("error: nothing was applied", file=sys.stderr)
         return 1
     objs = []
@@ -436,11 +443,8 @@ def cmd_queue_schedule(args: argparse.Namespace) -> int:
     if args.cycles < 1:
         print(f"error: --cycles must be at least 1, got {args.cycles}", file=sys.stderr)
         return 2
-    try:
-        docs = load_paths(args.filename)
-    except ManifestError as e:
-        for line in e.errors:
-            print(f"error: {line}", file=sys.stderr)
+    docs = _load(args.filename)
+    if docs is None:
         return 2
     try:
         result = schedule([d.obj for d in docs], time.time(), cycles=args.cycles)
@@ -461,11 +465,8 @@ def cmd_dra_allocate(args: argparse.Namespace) -> int:
     from mlplane.api.resource import DeviceClass, ResourceClaim, ResourceSlice
     from mlplane.policy.device.allocator import AllocationError, Allocator, allocated_state
 
-    try:
-        docs = load_paths(args.filename)
-    except ManifestError as e:
-        for line in e.errors:
-            print(f"error: {line}", file=sys.stderr)
+    docs = _load(args.filename)
+    if docs is None:
         return 2
     objs = [d.obj for d in docs]
     unsupported = sorted({o.kind for o in objs if not isinstance(o, (DeviceClass, ResourceSlice, ResourceClaim, Node))})
@@ -509,6 +510,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- the parser ----------------------------------------------------------------------------
+
+def debug_verb(subparsers, name: str, func, help_: str) -> argparse.ArgumentParser:
+    """A verb that runs one policy decision offline on a file (-f) and prints JSON (-o json)."""
+    sp = subparsers.add_parser(name, help=help_)
+    sp.add_argument("-f", "--filename", action="append", required=True, help="FILE, DIR or - (repeatable)")
+    sp.add_argument("-o", "--output", choices=["json"], default="json", help="output format (json)")
+    sp.set_defaults(func=func)
+    return sp
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlplane", description="mlplane: a control plane for ML compute, "
@@ -602,21 +612,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     qp = sub.add_parser("queue", help="debug the workload plane's decisions on a file")
     qsub = qp.add_subparsers(dest="queue_verb", metavar="VERB", required=True)
-    qs = qsub.add_parser("schedule", help="run Kueue scheduling cycles over ResourceFlavors, ClusterQueues, "
-                                          "LocalQueues, Cohorts and Workloads from a file; print the decisions")
-    qs.add_argument("-f", "--filename", action="append", required=True, help="FILE, DIR or - (repeatable)")
+    qs = debug_verb(qsub, "schedule", cmd_queue_schedule, "run Kueue scheduling cycles over ResourceFlavors, "
+                    "ClusterQueues, LocalQueues, Cohorts and Workloads from a file; print the decisions")
     qs.add_argument("--cycles", type=int, default=1, help="scheduling cycles to run (default 1)")
-    qs.add_argument("-o", "--output", choices=["json"], default="json", help="output format (json)")
-    qs.set_defaults(func=cmd_queue_schedule)
 
     dra = sub.add_parser("dra", help="debug the device plane's decisions on a file")
     dsub = dra.add_subparsers(dest="dra_verb", metavar="VERB", required=True)
-    da = dsub.add_parser("allocate", help="allocate a file's ResourceClaims for one node from its DeviceClasses "
-                                          "and ResourceSlices; print the allocations")
-    da.add_argument("-f", "--filename", action="append", required=True, help="FILE, DIR or - (repeatable)")
+    da = debug_verb(dsub, "allocate", cmd_dra_allocate, "allocate a file's ResourceClaims for one node from its "
+                    "DeviceClasses and ResourceSlices; print the allocations")
     da.add_argument("--node", required=True, help="the Node (in the file) to allocate for")
-    da.add_argument("-o", "--output", choices=["json"], default="json", help="output format (json)")
-    da.set_defaults(func=cmd_dra_allocate)
 
     demo = sub.add_parser("demo", help="start a throwaway control plane, run the examples, summarise, shut down")
     demo.add_argument("directory", nargs="*", default=["examples"], help="manifest folders or files (default: examples)")
