@@ -207,6 +207,49 @@ def test_a_shared_claim_is_released_only_when_its_last_pod_is_gone(plane):
     assert released.status.reserved_for is None
 
 
+def _shared_claim_and_pod(store, pod="user"):
+    make_node(store, "n1")
+    make_class(store)
+    make_slice(store, "n1", ["a100"])
+    store.create(ResourceClaim.model_validate({
+        "metadata": {"name": "shared", "namespace": "default"},
+        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": DRIVER}}]}}}))
+    store.create(Pod.model_validate({
+        "metadata": {"name": pod, "namespace": "default"},
+        "spec": {"containers": [{"name": "main", "command": ["true"]}],
+                 "resourceClaims": [{"name": "gpu", "resourceClaimName": "shared"}]}}))
+    wait_for(lambda: get_pod(store, pod).spec.node_name, what="pod bound")
+
+
+def test_an_allocated_claim_is_delete_protected_until_its_last_consumer_is_gone(plane):
+    # Upstream: the scheduler adds resource.kubernetes.io/delete-protection before writing the
+    # allocation; the resourceclaim controller removes it after deallocating (controller.go syncClaim).
+    store = plane
+    _shared_claim_and_pod(store)
+    claim = store.get(ResourceClaim, "default", "shared")
+    assert claim.metadata.finalizers == ["resource.kubernetes.io/delete-protection"]
+    store.delete(ResourceClaim, "default", "shared")
+    held = store.get(ResourceClaim, "default", "shared")  # still there: a running pod holds it
+    assert held.metadata.deletion_timestamp and held.status.allocation is not None
+    store.delete(Pod, "default", "user", grace_period_seconds=0)
+    wait_for(lambda: not store.list(ResourceClaim, "default").items, what="claim gone once unused")
+
+
+def test_an_allocation_the_scheduler_did_not_make_is_kept_when_its_consumer_leaves(plane):
+    store = plane
+    make_node(store, "n1")
+    results = [{"request": "gpu", "driver": DRIVER, "pool": "n1", "device": "gpu-0"}]
+    claim = store.create(ResourceClaim.model_validate({
+        "metadata": {"name": "by-hand", "namespace": "default"},
+        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": DRIVER}}]}}}))
+    claim = store.update_status(ResourceClaim.model_validate({**claim.to_dict(), "status": {
+        "allocation": {"devices": {"results": results}},
+        "reservedFor": [{"resource": "pods", "name": "gone", "uid": "0000"}]}}))
+    kept = wait_for(lambda: (c := store.get(ResourceClaim, "default", "by-hand")).status.reserved_for is None and c,
+                    what="stale consumer removed")
+    assert kept.to_dict()["status"]["allocation"]["devices"]["results"] == results
+
+
 def test_prebind_never_writes_a_stale_device_choice(store):
     """The allocation chosen in a cycle is written only if the claim is as the cycle saw it: a claim
     released meanwhile, or changed while unallocated, fails the binding (the pod is tried again),

@@ -26,6 +26,9 @@ from mlplane.api.quantity import parse_quantity
 from mlplane.api.registry import REGISTRY, Kind
 
 GROUP = "resource.k8s.io"
+# Set by the scheduler on claims it allocates; the claim controller removes it once it has
+# deallocated them, so a claim in use cannot vanish (upstream resourceapi.Finalizer).
+DELETE_PROTECTION_FINALIZER = "resource.kubernetes.io/delete-protection"
 V1 = f"{GROUP}/v1"
 
 # Limits of resource/v1/types.go (1.34).

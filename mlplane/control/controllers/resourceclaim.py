@@ -11,9 +11,11 @@ annotation, e.g. after a crash between the two writes) is reused, never made twi
 template is retried with backoff; the scheduler says what the pod waits for.
 
 Claims: a pod in ``status.reservedFor`` that no longer exists (or was replaced), or has
-finished, is removed from it; a claim that no consumer holds any more is deallocated
-(``status.allocation`` cleared, as upstream does for allocations made by the scheduler). An
-unreserved claim made for a pod that has finished is deleted.
+finished, is removed from it. A claim the scheduler allocated carries the
+``resource.kubernetes.io/delete-protection`` finalizer; when its last consumer goes (or it is
+deleted while unused) the controller clears ``status.allocation`` and then the finalizer. Claims
+allocated by anyone else keep their allocation, as upstream. An unreserved claim made for a pod
+that has finished is deleted.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import logging
 from mlplane.api.core import Pod, PodResourceClaimStatus
 from mlplane.api.errors import AlreadyExists, Conflict, NotFound
 from mlplane.api.meta import ObjectMeta, controller_of, owner_reference
-from mlplane.api.resource import ResourceClaim, ResourceClaimTemplate
+from mlplane.api.resource import DELETE_PROTECTION_FINALIZER, ResourceClaim, ResourceClaimTemplate
 from mlplane.control.runtime import Controller, EventRecorder, Informer
 from mlplane.control.store.base import Store
 from mlplane.policy.pod.dynamicresources import POD_CLAIM_NAME_ANNOTATION
@@ -169,13 +171,30 @@ class ResourceClaimController:
             return
         consumers = claim.status.reserved_for or []
         valid = [r for r in consumers if r.resource != "pods" or self._pod_uses(namespace, r.name, r.uid)]
-        if len(valid) < len(consumers) or (not valid and claim.status.allocation is not None):
-            status = claim.status.model_copy(update={"reserved_for": valid or None,
-                                                     "allocation": claim.status.allocation if valid else None})
+        protected = DELETE_PROTECTION_FINALIZER in (claim.metadata.finalizers or [])
+        if len(valid) < len(consumers):
+            # The last consumer leaving deallocates what our scheduler allocated (upstream acts on
+            # this transition only: an allocation nobody ever reserved is left alone).
+            update = {"reserved_for": valid or None}
+            if not valid and protected:
+                update["allocation"] = None
+            status = claim.status.model_copy(update=update)
             claim = self.store.update_status(claim.model_copy(update={"status": status}))
             log.debug("%s: released %s (%d consumers left)", COMPONENT, claim.key, len(valid))
+            if protected and claim.status.allocation is None:
+                claim = self._unprotect(claim)
+        elif protected and not valid and claim.metadata.deletion_timestamp:
+            if claim.status.allocation is not None:
+                status = claim.status.model_copy(update={"allocation": None})
+                claim = self.store.update_status(claim.model_copy(update={"status": status}))
+            claim = self._unprotect(claim)
         if not valid:
             self._delete_if_pod_done(claim)
+
+    def _unprotect(self, claim: ResourceClaim) -> ResourceClaim:
+        finalizers = [f for f in claim.metadata.finalizers or [] if f != DELETE_PROTECTION_FINALIZER]
+        return self.store.update(claim.model_copy(
+            update={"metadata": claim.metadata.model_copy(update={"finalizers": finalizers or None})}))
 
     def _pod_uses(self, namespace: str, name: str, uid: str) -> bool:
         try:

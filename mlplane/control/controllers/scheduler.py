@@ -35,7 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from mlplane.api.core import Node, Pod
-from mlplane.api.resource import DeviceClass, ResourceClaim, ResourceSlice
+from mlplane.api.resource import DELETE_PROTECTION_FINALIZER, DeviceClass, ResourceClaim, ResourceSlice
 from mlplane.api.errors import Conflict, NotFound
 from mlplane.api.meta import find_condition, set_condition
 from mlplane.control.runtime.events import EventRecorder
@@ -123,13 +123,19 @@ class ClaimWriter:
                 return Status.unschedulable(f"resourceclaim {claim.name} changed meanwhile")
             if current is not None and reserved_for(claim, pod.uid):
                 return None
-            consumers = list(claim.status.reserved_for or [])
-            if not reserved_for(claim, pod.uid):
-                consumers.append(pod_reference(pod))
-            updated = claim.model_copy(update={"status": claim.status.model_copy(
-                update={"allocation": wanted.status.allocation, "reserved_for": consumers})})
             try:
-                self.store.update_status(updated)
+                finalizers = claim.metadata.finalizers or []
+                if current is None and DELETE_PROTECTION_FINALIZER not in finalizers:
+                    # Protect the claim before it holds devices (upstream PreBind does the same).
+                    meta = claim.metadata.model_copy(
+                        update={"finalizers": [*finalizers, DELETE_PROTECTION_FINALIZER]})
+                    claim = self.store.update(claim.model_copy(update={"metadata": meta}))
+                    base_version = claim.metadata.resource_version
+                consumers = list(claim.status.reserved_for or [])
+                if not reserved_for(claim, pod.uid):
+                    consumers.append(pod_reference(pod))
+                self.store.update_status(claim.model_copy(update={"status": claim.status.model_copy(
+                    update={"allocation": wanted.status.allocation, "reserved_for": consumers})}))
                 return None
             except Conflict:
                 continue
