@@ -298,3 +298,37 @@ def test_prebind_never_writes_a_stale_device_choice(store):
     assert prebind(calm, allocating=True).is_success
     written = store.get(ResourceClaim, "default", "calm").status
     assert written.allocation.devices.results[0].device == "gpu-0" and written.reserved_for[0].uid == "u-1"
+
+
+def test_an_in_flight_allocation_holds_its_devices_across_other_changes_to_the_claim():
+    """Between Reserve and the allocation reaching the store, the claim may change in other ways
+    (PreBind first adds its finalizer; a user edits a label): its devices must not look free
+    meanwhile (upstream DynamicResources.inFlightAllocations)."""
+    from mlplane.policy.pod.claims import DeviceSnapshot
+
+    def claim(version, *, allocated=False, labels=None):
+        status = {}
+        if allocated:
+            status = {"allocation": {"devices": {"results": [
+                {"request": "gpu", "driver": DRIVER, "pool": "n1", "device": "gpu-0"}]}},
+                "reservedFor": [{"resource": "pods", "name": "p", "uid": "u-1"}]}
+        return ResourceClaim.model_validate({
+            "metadata": {"name": "c", "namespace": "default", "uid": "c-1", "resourceVersion": version,
+                         "labels": labels or {}},
+            "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": DRIVER}}]}},
+            "status": status})
+
+    snapshot = DeviceSnapshot()
+    snapshot.set_claim(claim("1"))
+    snapshot.assume_claim(claim("1", allocated=True))
+    snapshot.set_claim(claim("2", labels={"edited": "yes"}))  # not the allocation yet
+    assert snapshot.is_assumed("default/c")
+    assert [c.name for c in snapshot.allocated_claims()] == ["c"]
+    snapshot.set_claim(claim("3", allocated=True))  # the allocation landed: the store's copy counts
+    assert not snapshot.is_assumed("default/c")
+    assert [c.name for c in snapshot.allocated_claims()] == ["c"]
+
+    snapshot.set_claim(claim("4"))
+    snapshot.assume_claim(claim("4", allocated=True))
+    snapshot.forget_claim("default/c")  # Unreserve after a failed PreBind frees the devices
+    assert snapshot.allocated_claims() == []

@@ -5,8 +5,10 @@ Claims the scheduler has allocated in a scheduling cycle but whose allocation th
 confirmed yet are *assumed* (upstream's assume cache, pkg/scheduler/util/assumecache): the
 assumed copy, with ``status.allocation`` and the pod in ``status.reservedFor``, is what every
 later cycle sees, so the devices it holds count as in use at once. An assumption ends when the
-store's copy of the claim changes (the allocation was written, or the claim was deleted or
-replaced) or when the scheduler drops it (Unreserve).
+store's copy confirms it (allocated, with the assumed pods in ``status.reservedFor``), when the
+claim is deleted or replaced, or when the scheduler drops it (Unreserve). Other changes to the
+claim while it is in flight (PreBind adding its finalizer first, a label edit) keep it, as
+upstream's in-flight allocations do: its devices never look free between two writes.
 
 What the claims in use hold is kept claim by claim in an ``AllocationTracker``, and one
 ``Allocator`` serves every cycle until a DeviceClass or ResourceSlice changes, so a cycle
@@ -27,7 +29,7 @@ class DeviceSnapshot:
         self.classes: dict[str, DeviceClass] = {}
         self.slices: dict[str, ResourceSlice] = {}
         self._claims: dict[str, ResourceClaim] = {}
-        self._assumed: dict[str, tuple[ResourceClaim, str | None]] = {}  # key -> (claim, base resourceVersion)
+        self._assumed: dict[str, ResourceClaim] = {}  # key -> the claim as the scheduler assumes it
         self._in_use = AllocationTracker()
         self._allocator: Allocator | None = None
 
@@ -56,7 +58,7 @@ class DeviceSnapshot:
         """The claim as the scheduler sees it: the assumed copy while there is one."""
         key = f"{namespace}/{name}"
         assumed = self._assumed.get(key)
-        return assumed[0] if assumed is not None else self._claims.get(key)
+        return assumed if assumed is not None else self._claims.get(key)
 
     def allocated_claims(self) -> list[ResourceClaim]:
         """Every claim with status.allocation (assumed ones included), sorted by key."""
@@ -94,7 +96,7 @@ class DeviceSnapshot:
         key = claim.key
         self._claims[key] = claim
         assumed = self._assumed.get(key)
-        if assumed is not None and assumed[1] != claim.metadata.resource_version:
+        if assumed is not None and (claim.uid != assumed.uid or _confirms(claim, assumed)):
             del self._assumed[key]
         self._claim_changed(key)
 
@@ -104,13 +106,18 @@ class DeviceSnapshot:
         self._claim_changed(key)
 
     # -- the scheduler's own decisions -------------------------------------------------------------
-    def assume_claim(self, claim: ResourceClaim, base_resource_version: str | None) -> None:
-        """Count ``claim`` (allocated in a cycle) as it will be once written over the copy with
-        ``base_resource_version``."""
-        self._assumed[claim.key] = (claim, base_resource_version)
+    def assume_claim(self, claim: ResourceClaim) -> None:
+        """Count ``claim`` (allocated or reserved in a cycle) as it will be once written."""
+        self._assumed[claim.key] = claim
         self._claim_changed(claim.key)
 
     def forget_claim(self, key: str) -> None:
         """Drop an assumption (Unreserve); the store's copy is what counts again."""
         self._assumed.pop(key, None)
         self._claim_changed(key)
+
+
+def _confirms(stored: ResourceClaim, assumed: ResourceClaim) -> bool:
+    """Whether the store's copy of a claim shows what the scheduler assumed."""
+    held = {r.uid for r in stored.status.reserved_for or []}
+    return stored.status.allocation is not None and all(r.uid in held for r in assumed.status.reserved_for or [])
