@@ -487,7 +487,8 @@ def test_prioritized_list_device_config():
               [slc("slice-1", "node-1", "pool-1", B, dev("device-1"), dev("device-2"))])
     assert got == [alloc(res("req-0/subReq-1", B, "pool-1", "device-1"),
                          res("req-0/subReq-1", B, "pool-1", "device-2"),
-                         config=[{"source": "FromClaim", **_cfg(B, "bar")}])]
+                         config=[{"source": "FromClaim", "requests": ["req-0/subReq-1"],
+                                  **_cfg(B, "bar")}])]
 
 
 # --- network-attached devices -----------------------------------------------------------------

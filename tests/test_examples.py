@@ -21,7 +21,7 @@ def test_every_example_loads_and_validates():
 
 
 def test_demo_runs_every_example_job_to_completion():
-    """What `make demo` runs: the three planes (pods and Jobs, Kueue queues, DRA devices) at once."""
+    """What `make demo` runs: the planes (pods and Jobs, Kueue queues, DRA devices, inference) at once."""
     r = subprocess.run([sys.executable, "-m", "mlplane.cli.main", "demo", EXAMPLES, os.path.join(DRA, "manifests"),
                         "--node-config", os.path.join(DRA, "node.yaml"), "--timeout", "120s"],
                        capture_output=True, text=True, timeout=180, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
@@ -38,4 +38,10 @@ def test_demo_runs_every_example_job_to_completion():
     shared = {line.split("CUDA_VISIBLE_DEVICES=")[1].split()[0] for line in out.splitlines()
               if "share-a-gpu-" in line and "CUDA_VISIBLE_DEVICES=" in line}
     assert len(shared) == 1
+    # The traffic plane: requests through the gateway reach the pool's simulated vLLM servers, and
+    # prompts sharing a prefix stay on the server that caches it.
+    assert "served by sim-llama-" in out
+    shared = [line.split(":")[1].split(",")[0].strip() for line in out.splitlines()
+              if line.strip().startswith("request ") and "prompt tokens cached" in line]
+    assert len(shared) == 6 and len(set(shared)) == 1
     assert "==> done in" in out

@@ -138,7 +138,8 @@ def test_a_pod_that_exits_zero_succeeds_with_its_exit_code_and_log(store, agents
     assert (t.exit_code, t.reason, t.signal) == (0, "Completed", None)
     assert t.started_at and t.finished_at and status.container_id.startswith("mlplane://")
     assert (status.ready, status.started, status.restart_count) == (False, False, 0)
-    assert pod.status.start_time and pod.status.host_ip == pod.status.pod_ip == "127.0.0.1"
+    assert pod.status.start_time and pod.status.host_ip == "127.0.0.1"  # the node's address
+    assert pod.status.pod_ip.startswith("127.") and pod.status.pod_ip != "127.0.0.1"  # the pod's own
     conditions = {c.type: (c.status, c.reason) for c in pod.status.conditions}
     assert conditions == {"PodReadyToStartContainers": ("False", None), "Initialized": ("True", "PodCompleted"),
                           "ContainersReady": ("False", "PodCompleted"), "Ready": ("False", "PodCompleted")}
@@ -259,7 +260,7 @@ def test_env_holds_field_refs_expansions_and_the_agents_environment(store, agent
     seen = json.loads(log_text(tmp_path, pod))
     assert seen == {"GREETING": "hello", "MESSAGE": "hello world, $(GREETING) escaped, $(LATER) undefined",
                     "POD_NAME": "envpod", "POD_NAMESPACE": "default", "POD_UID": pod.uid, "TEAM": "ml",
-                    "NOTE": "a note", "NODE": NODE, "POD_IP": "127.0.0.1", "HOSTNAME": "envpod",
+                    "NOTE": "a note", "NODE": NODE, "POD_IP": get_pod(store, "envpod").status.pod_ip, "HOSTNAME": "envpod",
                     "PATH": os.environ["PATH"], "argv": ["hello", "envpod", "$(NOPE)"], "cwd": str(tmp_path)}
 
 

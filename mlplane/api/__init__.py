@@ -6,6 +6,7 @@
 from mlplane.api import kinds as _kinds  # noqa: F401  (registers the built-in kinds)
 from mlplane.api import kueue as _kueue  # noqa: F401  (registers the workload plane's kinds)
 from mlplane.api import resource as _resource  # noqa: F401  (registers the device plane's kinds)
+from mlplane.api import inference as _inference  # noqa: F401  (registers the traffic plane's kinds)
 from mlplane.api.batch import Job
 from mlplane.api.core import Event, Namespace, Node, Pod
 from mlplane.api.errors import AlreadyExists, ApiError, BadRequest, Conflict, Gone, Invalid, NotFound

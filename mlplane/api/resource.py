@@ -51,6 +51,7 @@ CAPACITY_REQUEST_POLICY_DISCRETE_MAX_OPTIONS = 10
 DEVICE_MAX_DOMAIN_LENGTH = 63
 DEVICE_MAX_ID_LENGTH = 32
 DEVICE_ATTRIBUTE_MAX_VALUE_LENGTH = 64
+DEVICE_ATTRIBUTE_MAX_LIST_VALUES = 48  # [1.36 alpha] values in all list attributes of one device
 OPAQUE_PARAMETERS_MAX_LENGTH = 10 * 1024
 POOL_NAME_MAX_LENGTH = 253
 DRIVER_NAME_MAX_LENGTH = 63
@@ -63,7 +64,7 @@ acceptable, or the message to report after the field path (for example
 
 DNSLabel = Annotated[str, AfterValidator(dns_label)]
 AllocationMode = Literal["ExactCount", "All"]
-TaintEffect = Literal["NoSchedule", "NoExecute"]
+TaintEffect = Literal["NoSchedule", "NoExecute", "None"]  # None: [1.35] informational
 
 
 # --- shared pieces ------------------------------------------------------------------------
@@ -161,17 +162,24 @@ class ResourcePool(Model):
 
 
 class DeviceAttribute(Model):
-    """Exactly one typed value; on the wire ``{int: 1}``, ``{bool: true}``, ``{string: s}`` or ``{version: v}``."""
+    """Exactly one typed value; on the wire ``{int: 1}``, ``{bool: true}``, ``{string: s}`` or ``{version: v}``,
+    or ([1.36 alpha] KEP-5491 DRAListTypeAttributes) a list ``{ints: [...]}``, ``{bools: [...]}``,
+    ``{strings: [...]}`` or ``{versions: [...]}``."""
 
     int_value: int | None = Field(None, alias="int")
     bool_value: bool | None = Field(None, alias="bool")
     string_value: str | None = Field(None, alias="string")
     version_value: str | None = Field(None, alias="version")
+    int_values: list[int] | None = Field(None, alias="ints")
+    bool_values: list[bool] | None = Field(None, alias="bools")
+    string_values: list[str] | None = Field(None, alias="strings")
+    version_values: list[str] | None = Field(None, alias="versions")
 
     @property
-    def value(self) -> int | bool | str | None:
-        """The one value that is set (a version as its string)."""
-        for v in (self.int_value, self.bool_value, self.string_value, self.version_value):
+    def value(self) -> int | bool | str | list | None:
+        """The one value that is set (a version as its string, a list as a list)."""
+        for v in (self.int_value, self.bool_value, self.string_value, self.version_value,
+                  self.int_values, self.bool_values, self.string_values, self.version_values):
             if v is not None:
                 return v
         return None
@@ -800,6 +808,11 @@ def _device_errors(errors: Errors, path: str, device: Device, spec: ResourceSlic
     if len(attributes) + len(capacity) > RESOURCE_SLICE_MAX_ATTRIBUTES_AND_CAPACITIES_PER_DEVICE:
         errors.append((path, f"Too many: {len(attributes) + len(capacity)}: must have at most "
                              f"{RESOURCE_SLICE_MAX_ATTRIBUTES_AND_CAPACITIES_PER_DEVICE} attributes and capacities"))
+    list_values = sum(len(v) for a in attributes.values()
+                      for v in (a.int_values, a.bool_values, a.string_values, a.version_values) if v)
+    if list_values > DEVICE_ATTRIBUTE_MAX_LIST_VALUES:
+        errors.append((f"{path}.attributes", f"Too many: {list_values}: must have at most "
+                                             f"{DEVICE_ATTRIBUTE_MAX_LIST_VALUES} list attribute values"))
     for name, attribute in attributes.items():
         where = f"{path}.attributes[{name}]"
         _check(errors, where, _qualified_name_error(name))
@@ -831,21 +844,34 @@ def _device_errors(errors: Errors, path: str, device: Device, spec: ResourceSlic
 
 def _attribute(errors: Errors, path: str, attribute: DeviceAttribute) -> None:
     values = [v for v in (attribute.int_value, attribute.bool_value, attribute.string_value,
-                          attribute.version_value) if v is not None]
+                          attribute.version_value, attribute.int_values, attribute.bool_values,
+                          attribute.string_values, attribute.version_values) if v is not None]
     if not values:
         errors.append((path, "Required value: exactly one value must be specified"))
     elif len(values) > 1:
         errors.append((path, f"Invalid value: [{', '.join(_q(v) for v in values)}]: exactly one value must be "
                              "specified"))
-    if attribute.string_value is not None and len(attribute.string_value) > DEVICE_ATTRIBUTE_MAX_VALUE_LENGTH:
-        errors.append((f"{path}.string", f"Too long: may not be more than {DEVICE_ATTRIBUTE_MAX_VALUE_LENGTH} bytes"))
-    version = attribute.version_value
-    if version is not None:
+    strings = [("string", attribute.string_value)] if attribute.string_value is not None else []
+    strings += [(f"strings[{i}]", v) for i, v in enumerate(attribute.string_values or ())]
+    versions = [("version", attribute.version_value)] if attribute.version_value is not None else []
+    versions += [(f"versions[{i}]", v) for i, v in enumerate(attribute.version_values or ())]
+    for field, values_ in (("ints", attribute.int_values), ("bools", attribute.bool_values),
+                           ("strings", attribute.string_values), ("versions", attribute.version_values)):
+        if values_ is None:
+            continue
+        if not values_:
+            errors.append((f"{path}.{field}", "Required value: must have at least one value"))
+        elif len(set(values_)) != len(values_):
+            errors.append((f"{path}.{field}", "Duplicate value: values must be unique"))
+    for field, value in strings:
+        if len(value) > DEVICE_ATTRIBUTE_MAX_VALUE_LENGTH:
+            errors.append((f"{path}.{field}", f"Too long: may not be more than {DEVICE_ATTRIBUTE_MAX_VALUE_LENGTH} bytes"))
+    for field, version in versions:
         if len(version) > DEVICE_ATTRIBUTE_MAX_VALUE_LENGTH:
-            errors.append((f"{path}.version", f"Too long: may not be more than "
+            errors.append((f"{path}.{field}", f"Too long: may not be more than "
                                               f"{DEVICE_ATTRIBUTE_MAX_VALUE_LENGTH} bytes"))
         elif not _SEMVER.match(version):
-            errors.append((f"{path}.version", f"Invalid value: {_q(version)}: must be a string compatible with "
+            errors.append((f"{path}.{field}", f"Invalid value: {_q(version)}: must be a string compatible with "
                                               "semver.org spec 2.0.0"))
 
 

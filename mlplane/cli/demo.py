@@ -2,11 +2,15 @@
 
 It starts `mlplane up` as a real subprocess on a free port and a temporary data dir, applies the
 examples through the HTTP API, follows every Job until it finishes, prints what ran where and for
-how long, then deletes what it created and shuts the control plane down.
+how long, then deletes what it created and shuts the control plane down. When the examples hold an
+InferencePool, it also puts `mlplane gateway` in front of the pool and sends requests through it
+(``demo_inference``). The plane runs with this Python's bin directory first on PATH, so pods find
+``mlplane`` and ``python3`` of the environment the demo runs in.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -17,9 +21,12 @@ import time
 
 from mlplane.api.batch import Job
 from mlplane.api.core import Pod
+from mlplane.api.errors import NotFound
+from mlplane.api.inference import InferencePool
 from mlplane.api.loader import ManifestError, load_paths
 from mlplane.api.kueue import Workload
 from mlplane.api.meta import find_condition, is_true, parse_time
+from mlplane.cli.demo_inference import Failed, exercise_pool
 from mlplane.cli.printers import human_duration, job_status, pod_status, table
 from mlplane.control.store.http import HTTPStore
 
@@ -33,7 +40,9 @@ def _free_port() -> int:
 def _start_plane(data_dir: str, port: int, node_config: str | None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "mlplane.cli.main", "up", "--data-dir", data_dir, "--port", str(port),
            "--job-backoff", "1", "--crash-backoff", "1", *(["--node-config", node_config] if node_config else [])]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float) -> int:
@@ -73,6 +82,8 @@ def run_demo(directories: list[str], *, node_config: str | None = None, timeout:
         print("\n".join(f"error: {line}" for line in e.errors), file=sys.stderr)
         return 1
     jobs = [d.obj for d in docs if isinstance(d.obj, Job)]
+    pools = [d.obj for d in docs if isinstance(d.obj, InferencePool)]
+    pods = [d.obj for d in docs if isinstance(d.obj, Pod)]  # bare pods run until deleted: stop them at the end
     data_dir = tempfile.mkdtemp(prefix="mlplane-demo-")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -90,42 +101,97 @@ def run_demo(directories: list[str], *, node_config: str | None = None, timeout:
 
         if cli(["apply", *[a for d in directories for a in ("-f", d)], "--server", url]) != 0:
             return 1
-        print(f"==> waiting for {len(jobs)} job(s) to finish")
-        applied = time.monotonic()
-        last = {}
-        deadline = applied + timeout
-        while True:
-            current = [store.get(Job, j.metadata.namespace or "default", j.name) for j in jobs]
-            for j in current:
-                line = (f"    job/{j.name}: {job_status(j)}, {j.status.succeeded or 0}/{j.spec.completions or 1} "
-                        f"succeeded, {j.status.active or 0} active, {j.status.failed or 0} failed")
-                if last.get(j.name) != line:
-                    print(f"{line}  [{time.monotonic() - applied:5.1f}s]", flush=True)
-                    last[j.name] = line
-            for wl in store.list(Workload, None).items:  # the workload plane's decisions, as they happen
-                reserved = find_condition(wl.status.conditions, "QuotaReserved")
-                if reserved is None:
-                    continue
-                state = "admitted" if reserved.status == "True" else "waiting"
-                line = f"    workload/{wl.name} ({wl.spec.queue_name}): {state}: {(reserved.message or '').splitlines()[0]}"
-                if last.get(wl.name) != line:
-                    print(f"{line}  [{time.monotonic() - applied:5.1f}s]", flush=True)
-                    last[wl.name] = line
-            if all(_finished(j) for j in current):
-                break
-            if time.monotonic() > deadline:
-                print(f"error: jobs did not finish within {human_duration(timeout)}", file=sys.stderr)
+        ok = True
+        if jobs:
+            current = _follow_jobs(store, jobs, timeout)
+            if current is None:
                 return 1
-            time.sleep(0.2)
-        ok = _summary(store, current)
-        print(f"==> cleaning up: deleting {len(current)} job(s) and stopping the control plane")
-        for j in current:
-            store.delete(Job, j.namespace, j.name)
+            ok = _summary(store, current)
+            print(f"==> deleting {len(current)} job(s)")
+            for j in current:
+                store.delete(Job, j.namespace, j.name)
+        for pool in pools:
+            try:
+                applied = store.get(InferencePool, pool.metadata.namespace or "default", pool.name)
+                exercise_pool(store, url, applied, timeout=min(timeout, 120.0))
+            except Failed as e:
+                print(f"error: {e}", file=sys.stderr)
+                ok = False
+            except (OSError, ValueError, KeyError) as e:  # a bad answer is a failed demo, not a crash
+                print(f"error: inferencepool/{pool.name}: {type(e).__name__}: {e}", file=sys.stderr)
+                ok = False
         return 0 if ok else 1
     finally:
+        _stop_pods(store, pods)
+        print("==> stopping the control plane")
         stop_process(proc, timeout=20)
         shutil.rmtree(data_dir, ignore_errors=True)
         print(f"==> done in {time.monotonic() - t0:.1f}s")
+
+
+def _follow_jobs(store: HTTPStore, jobs: list[Job], timeout: float) -> list[Job] | None:
+    """Print each Job's and Workload's progress until every Job finished; None after ``timeout``."""
+    print(f"==> waiting for {len(jobs)} job(s) to finish")
+    applied = time.monotonic()
+    last: dict[str, str] = {}
+    deadline = applied + timeout
+    while True:
+        current = [store.get(Job, j.metadata.namespace or "default", j.name) for j in jobs]
+        for j in current:
+            line = (f"    job/{j.name}: {job_status(j)}, {j.status.succeeded or 0}/{j.spec.completions or 1} "
+                    f"succeeded, {j.status.active or 0} active, {j.status.failed or 0} failed")
+            if last.get(j.name) != line:
+                print(f"{line}  [{time.monotonic() - applied:5.1f}s]", flush=True)
+                last[j.name] = line
+        for wl in store.list(Workload, None).items:  # the workload plane's decisions, as they happen
+            reserved = find_condition(wl.status.conditions, "QuotaReserved")
+            if reserved is None:
+                continue
+            state = "admitted" if reserved.status == "True" else "waiting"
+            line = f"    workload/{wl.name} ({wl.spec.queue_name}): {state}: {(reserved.message or '').splitlines()[0]}"
+            if last.get(wl.name) != line:
+                print(f"{line}  [{time.monotonic() - applied:5.1f}s]", flush=True)
+                last[wl.name] = line
+        if all(_finished(j) for j in current):
+            return current
+        if time.monotonic() > deadline:
+            print(f"error: jobs did not finish within {human_duration(timeout)}", file=sys.stderr)
+            return None
+        time.sleep(0.2)
+
+
+def _stop_pods(store: HTTPStore, pods: list[Pod], timeout: float = 30.0) -> None:
+    """Delete the manifests' bare pods and wait until their node agent has stopped them (best effort:
+    the plane is going away, and `mlplane up` leaves running containers running)."""
+    if not pods:
+        return
+    print(f"==> deleting {len(pods)} pod(s)")
+    keys = []
+    for p in pods:
+        ns = p.metadata.namespace or "default"
+        try:
+            store.delete(Pod, ns, p.name)
+            keys.append((ns, p.name))
+        except NotFound:
+            pass
+        except Exception as e:  # the plane may be gone already
+            print(f"warning: could not delete pod/{p.name}: {e}", file=sys.stderr)
+    deadline = time.monotonic() + timeout
+    while keys and time.monotonic() < deadline:
+        left = []
+        for ns, name in keys:
+            try:
+                store.get(Pod, ns, name)
+                left.append((ns, name))
+            except NotFound:
+                pass
+            except Exception:
+                return
+        keys = left
+        if keys:
+            time.sleep(0.2)
+    if keys:
+        print(f"warning: pods still stopping: {', '.join(n for _, n in keys)}", file=sys.stderr)
 
 
 def _summary(store: HTTPStore, jobs: list[Job]) -> bool:

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from mlplane.api.batch import Job
 from mlplane.api.core import Event, Namespace, Node, Pod
 from mlplane.api.errors import NotFound
+from mlplane.api.inference import InferenceObjective, InferencePool
 from mlplane.api.kueue import (ClusterQueue, Cohort, FlavorUsage, LocalQueue, LocalQueueFlavorUsage, ResourceFlavor,
                                Workload, WorkloadPriorityClass, cluster_queue_of, reserved)
 from mlplane.api.meta import Condition, LabelSelector, Object, is_true
@@ -28,8 +29,10 @@ from mlplane.api.registry import Kind
 from mlplane.api.resource import (DeviceClass, DeviceRequestAllocationResult, DeviceSelector, DeviceSubRequest,
                                   ExactDeviceRequest, NodeSelector, NodeSelectorRequirement,
                                   OpaqueDeviceConfiguration, ResourceClaim, ResourceSlice)
-from mlplane.cli.printers import job_status, pod_status, resource_claim_state, since, table, waiting_condition
+from mlplane.cli.printers import (endpoint_picker, job_status, pod_status, pool_ports, pool_selector,
+                                  resource_claim_state, since, table, waiting_condition)
 from mlplane.control.store.base import Store
+from mlplane.gateway.discovery import pool_endpoints, pool_objectives, selects, serving
 from mlplane.policy.workload.kueue import snapshot
 from mlplane.policy.workload.kueue.units import format_quantity
 
@@ -507,7 +510,9 @@ def _attribute_name(name: str, driver: str) -> str:
     return name.removeprefix(f"{driver}/")
 
 
-def _attribute_value(value: int | bool | str | None) -> str:
+def _attribute_value(value: int | bool | str | list | None) -> str:
+    if isinstance(value, list):  # a list-typed attribute
+        return "[" + ", ".join(_attribute_value(v) for v in value) + "]"
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -548,10 +553,78 @@ def _resource_slice(lines: list[str], rs: ResourceSlice) -> None:
         _field(lines, "Counter Consumption", consumption)
 
 
+# --- Traffic kinds (inference.networking.k8s.io/v1, llm-d.ai/v1alpha2) -------------------------
+
+def _priority_note(priority: int) -> str:
+    return f"{priority} (sheddable: rejected with 429 while the pool is saturated)" if priority < 0 else str(priority)
+
+
+def _inference_pool(lines: list[str], pool: InferencePool, store: Store) -> None:
+    """The pool's spec, then what a gateway routes to now: its endpoints (Ready selected pods, one per
+    target port) and the selected pods that are not serving, with why; then its objectives."""
+    _field(lines, "Selector", pool_selector(pool))
+    _field(lines, "Target Ports", pool_ports(pool))
+    _field(lines, "App Protocol", pool.spec.app_protocol)
+    ref = pool.spec.endpoint_picker_ref
+    if ref is None:
+        _field(lines, "Endpoint Picker", "<none> (mlplane gateway picks endpoints itself)")
+    else:
+        kind = f"{ref.kind}.{ref.group}" if ref.group else ref.kind
+        _field(lines, "Endpoint Picker", [f"{kind} {endpoint_picker(pool)}", f"Failure Mode: {ref.failure_mode}"])
+    pods = store.list(Pod, pool.namespace).items
+    endpoints = pool_endpoints(pool, pods)
+    by_pod = {p.name: p for p in pods}
+    _field(lines, "Endpoints", f"{len(endpoints)} ready" if endpoints else "<none>")
+    if endpoints:
+        rows = [["  Endpoint", "Address", "Pod", "Node"]]
+        for e in endpoints:
+            pod_name = e.name.split("/", 1)[1].rsplit(":", 1)[0]
+            rows.append([f"  {e.name}", e.address, pod_name, by_pod[pod_name].spec.node_name or "<none>"])
+        lines.append(table(rows))
+    idle = sorted((p for p in pods if selects(pool, p) and not serving(p)), key=lambda p: p.name)
+    if idle:
+        lines.append("Selected Pods Not Serving:")
+        rows = [["  Pod", "Status", "Ready", "IP"]]
+        for p in idle:
+            ready = next((c for c in p.status.conditions or [] if c.type == "Ready"), None)
+            rows.append([f"  {p.name}", pod_status(p), ready.status if ready else "Unknown",
+                         p.status.pod_ip or "<none>"])
+        lines.append(table(rows))
+    objectives = pool_objectives(pool, store.list(InferenceObjective, pool.namespace).items)
+    _field(lines, "Objectives", [f"{n}: priority {_priority_note(v)}" for n, v in objectives.items()] or "<none>")
+    parents = pool.status.parents or []
+    if not parents:
+        _field(lines, "Parents", "<none>")
+    else:
+        lines.append("Parents:")
+    for parent in parents:
+        r = parent.parent_ref
+        lines.append(f"  {r.kind}/{r.name}" + (f" in {r.namespace}" if r.namespace else "")
+                     + (f" ({parent.controller_name})" if parent.controller_name else ""))
+        rows = [["    Type", "Status", "Reason", "Message"]]
+        rows += [[f"    {c.type}", c.status, c.reason or "", "; ".join((c.message or "").splitlines())]
+                 for c in parent.conditions or []]
+        lines.append(table(rows))
+
+
+def _inference_objective(lines: list[str], obj: InferenceObjective, store: Store) -> None:
+    _field(lines, "Priority", "<unset> (reads as 0)" if obj.spec.priority is None else _priority_note(obj.priority))
+    pools = {p.name: p for p in store.list(InferencePool, obj.namespace).items}
+    refs = [f"{r.name}" + ("" if r.name in pools else " (not found)") for r in obj.refs()]
+    if obj.spec.pool_selector is not None:
+        matched = sorted(n for n, p in pools.items() if obj.applies_to(p) and n not in {r.name for r in obj.refs()})
+        refs.append("selector " + ",".join(f"{k}={v}" for k, v in sorted((obj.spec.pool_selector.match_labels
+                                                                           or {}).items()))
+                    + f" -> {', '.join(matched) or '<no pool>'}")
+    _field(lines, "Inference Pools", refs or "<none>")
+    _conditions(lines, obj.status.conditions)
+
+
 SECTIONS = {"Job": _job, "Node": _node, "DeviceClass": _device_class, "ResourceSlice": _resource_slice}
 # Sections that read more of the store than the object itself.
 STORE_SECTIONS = {"Pod": _pod, "Workload": _workload, "ClusterQueue": _cluster_queue, "LocalQueue": _local_queue,
-                  "ResourceClaim": _resource_claim}
+                  "ResourceClaim": _resource_claim, "InferencePool": _inference_pool,
+                  "InferenceObjective": _inference_objective}
 
 
 def describe(store: Store, kind: Kind, obj: Object) -> str:

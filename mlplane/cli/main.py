@@ -522,7 +522,7 @@ def debug_verb(subparsers, name: str, func, help_: str) -> argparse.ArgumentPars
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlplane", description="mlplane: a control plane for ML compute, "
-                                "Kubernetes-compatible: Pods and Jobs, Kueue queues, DRA devices.")
+                                "Kubernetes-compatible: Pods and Jobs, Kueue queues, DRA devices, inference routing.")
     p.add_argument("--version", action="version", version=f"mlplane {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="COMMAND")
 
@@ -627,6 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--node-config", help="devices for the local node (see examples-dra/node.yaml)")
     demo.add_argument("--timeout", default="300s")
     demo.set_defaults(func=cmd_demo)
+
+    # The traffic plane's verbs and the benchmarks live in their own modules.
+    from mlplane.cli import bench, epp, gateway, serve_sim
+    for verb in (gateway, epp, serve_sim, bench):
+        verb.add_parser(sub)
     return p
 
 

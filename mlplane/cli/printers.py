@@ -15,6 +15,7 @@ import yaml
 
 from mlplane.api.batch import Job
 from mlplane.api.core import Event, Node, Pod
+from mlplane.api.inference import InferenceObjective, InferencePool
 from mlplane.api.kueue import ClusterQueue, FlavorUsage, Workload
 from mlplane.api.meta import Object, find_condition, is_true, parse_time
 from mlplane.api.quantity import parse_quantity
@@ -227,6 +228,36 @@ def _slice_node(rs: ResourceSlice) -> str:
     return rs.spec.node_name or "<none>"
 
 
+# --- Traffic kinds: InferenceObjective has the printcolumns of llm-d/llm-d-router:apix/v1alpha2/ ----
+# inferenceobjective_types.go; InferencePool's CRD declares none, so it shows what routes to it.
+
+def pool_selector(pool: InferencePool) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(pool.spec.selector.match_labels.items()))
+
+
+def pool_ports(pool: InferencePool) -> str:
+    return ",".join(str(p) for p in pool.ports)
+
+
+def endpoint_picker(pool: InferencePool) -> str:
+    """EPP: "<none>", "epp:9002" for a Service, else "Kind/name"."""
+    ref = pool.spec.endpoint_picker_ref
+    if ref is None:
+        return "<none>"
+    if ref.kind == "Service" and not ref.group:
+        return f"{ref.name}:{ref.port.number}" if ref.port else ref.name
+    return f"{ref.kind}/{ref.name}" + (f":{ref.port.number}" if ref.port else "")
+
+
+def _failure_mode(pool: InferencePool) -> str:
+    ref = pool.spec.endpoint_picker_ref
+    return ref.failure_mode if ref is not None else "<none>"
+
+
+def _objective_priority(o: InferenceObjective) -> str:
+    return "<none>" if o.spec.priority is None else str(o.spec.priority)
+
+
 # --- Events --------------------------------------------------------------------------------
 
 def _event_object(ev: Event) -> str:
@@ -274,6 +305,13 @@ COLUMNS: dict[str, list[tuple[str, Cell, bool]]] = {
                       ("POOL", lambda rs: rs.spec.pool.name, False), ("AGE", age, False)],
     "ResourceClaim": [("STATE", resource_claim_state, False), ("AGE", age, False)],
     "ResourceClaimTemplate": [("AGE", age, False)],
+    "InferencePool": [("SELECTOR", pool_selector, False), ("PORTS", pool_ports, False),
+                      ("EPP", endpoint_picker, False), ("AGE", age, False),
+                      ("PROTOCOL", lambda p: p.spec.app_protocol, True), ("FAILURE MODE", _failure_mode, True)],
+    "InferenceObjective": [("INFERENCE POOL", lambda o: o.spec.pool_ref.name if o.spec.pool_ref else "<none>", False),
+                           ("INFERENCE POOLS", lambda o: ",".join(r.name for r in o.spec.pool_refs or []) or "<none>",
+                            False),
+                           ("PRIORITY", _objective_priority, False), ("AGE", age, False)],
 }
 
 # Events list without a NAME column, newest last, as `kubectl get events` does.

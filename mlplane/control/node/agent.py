@@ -25,6 +25,11 @@ Upstream behaviour followed here, by source:
   (pkg/kubelet/status/status_manager.go); its logs stay readable until then. A pod removed
   outright (a forced delete) has its processes killed at once.
 
+Pod IPs (``podips``): each pod gets its own loopback address (127.a.b.c) as status.podIP, the
+value of a ``fieldRef: status.podIP`` variable; status.hostIP stays the node's 127.0.0.1. The address
+is kept in the pod's record, so an agent that restarts gives an adopted pod the same one, and goes
+back to the pool when the pod ends.
+
 Devices (``devices``): the agent publishes this node's ResourceSlices at start and re-checks them
 at every heartbeat (a changed node configuration file, a GPU that came or went), and gives each
 container the environment that names its allocated devices; a container whose claims are not
@@ -51,7 +56,8 @@ from mlplane.api.core import (Container, ContainerState, ContainerStateRunning, 
 from mlplane.api.errors import AlreadyExists, Conflict, NotFound
 from mlplane.api.meta import Condition, ObjectMeta, find_condition, now, parse_time, set_condition
 from mlplane.control.node import devices, logs, resources
-from mlplane.control.node.process import (POD_IP, STATE_FILE, Attempt, ConfigError, ContainerRecord, PodRecord,
+from mlplane.control.node.podips import PodIPs
+from mlplane.control.node.process import (HOST_IP, STATE_FILE, Attempt, ConfigError, ContainerRecord, PodRecord,
                                           StartError, argv_of, declared_env, find_executable, process_env, spawn,
                                           terminated, working_dir)
 from mlplane.control.runtime import Controller, EventRecorder, Informer, Requeue
@@ -125,6 +131,7 @@ class NodeAgent:
         self._node_info = resources.node_info()
         self._base_env = dict(os.environ)
         self._pods: dict[str, PodRecord] = {}  # by pod uid
+        self._ips = PodIPs()  # each live pod's own loopback address (guarded by _lock)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._adopted: list[tuple[PodRecord, str, Attempt]] = []
@@ -211,7 +218,7 @@ class NodeAgent:
         others = [c for c in (old.conditions if old else None) or [] if c.type != "Ready"]
         return NodeStatus(capacity=dict(self.capacity), allocatable=dict(self.capacity),
                           conditions=[*others, ready],
-                          addresses=[NodeAddress(type="InternalIP", address=POD_IP),
+                          addresses=[NodeAddress(type="InternalIP", address=HOST_IP),
                                      NodeAddress(type="Hostname", address=socket.gethostname())],
                           node_info=self._node_info)
 
@@ -301,6 +308,8 @@ class NodeAgent:
                 continue
             with self._lock:
                 self._pods[rec.uid] = rec
+                if rec.pod_ip and not rec.pod_ip_released:
+                    rec.pod_ip = self._ips.assign(rec.uid, rec.pod_ip)  # the same address as before
             for name, c in rec.containers.items():
                 if c.running:
                     assert c.attempt is not None
@@ -368,16 +377,43 @@ class NodeAgent:
                 self._confirm_deletion(pod)  # nothing of it runs here
             return None
         rec.last_seen = pod
+        self._ensure_ip(pod, rec)
         requeue = self._sync_pod(pod, rec)
         if pod.metadata.deletion_timestamp:
             with rec.lock:
                 stopped = not rec.live()
             if stopped:
                 self._write_final_status(rec)
+                self._release_ip(rec)
                 self._confirm_deletion(pod)
             return None
         self._write_status(rec)
+        with rec.lock:
+            ended = not rec.live() and self._phase(pod, rec) in ("Succeeded", "Failed")
+        if ended or pod.terminal:
+            self._release_ip(rec)
         return requeue
+
+    def _ensure_ip(self, pod: Pod, rec: PodRecord) -> None:
+        """Give the pod its own loopback address (the one its record or status names, when free)."""
+        with self._lock:
+            if rec.pod_ip_released or rec.removed:
+                return
+            ip = self._ips.assign(rec.uid, rec.pod_ip or pod.status.pod_ip)
+        if ip != rec.pod_ip:
+            with rec.lock:
+                rec.pod_ip = ip
+                rec.save()
+
+    def _release_ip(self, rec: PodRecord) -> None:
+        """The pod has ended: its address may go to another pod (its status keeps naming it)."""
+        with self._lock:
+            if rec.pod_ip_released:
+                return
+            self._ips.release(rec.uid)
+        with rec.lock:
+            rec.pod_ip_released = True
+            rec.save()
 
     def _record_for(self, pod: Pod) -> PodRecord | None:
         with self._lock:
@@ -401,6 +437,7 @@ class NodeAgent:
         shutil.rmtree(rec.folder, ignore_errors=True)
         with self._lock:
             self._pods.pop(rec.uid, None)
+            self._ips.release(rec.uid)
         log.info("node agent: %s (uid %s) is gone; removed its records", rec.key, rec.uid)
 
     def _deadline(self, pod: Pod, rec: PodRecord) -> float | None:
@@ -468,7 +505,7 @@ class NodeAgent:
         """Start the container's current attempt (call with rec.lock held)."""
         name = container.name
         try:
-            declared = declared_env(pod, container)
+            declared = declared_env(pod, container, rec.pod_ip)
         except ConfigError as e:
             c.config_error = str(e)
             self.recorder.warning(pod, "Failed", f"Error: {e}")
@@ -597,7 +634,8 @@ class NodeAgent:
                 status.reason, status.message = "DeadlineExceeded", DEADLINE_MESSAGE
         status.container_statuses = sorted(statuses, key=lambda s: s.name)
         status.start_time = status.start_time or rec.accepted_at
-        status.host_ip = status.pod_ip = POD_IP
+        status.host_ip = HOST_IP
+        status.pod_ip = rec.pod_ip or status.pod_ip
         phase = status.phase
         conditions = set_condition(status.conditions, "PodReadyToStartContainers",
                                    "False" if phase in ("Succeeded", "Failed") else "True")

@@ -46,7 +46,7 @@ from mlplane.api.meta import now
 SHELL = "/bin/sh"
 SHIM = ('exit_file=$1; shift; IFS= read -r go && [ "$go" = go ] || exit 0; exec </dev/null; '
         'trap : HUP INT QUIT TERM; exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); echo $? > "$exit_file"')
-POD_IP = "127.0.0.1"
+HOST_IP = "127.0.0.1"  # the node's address (status.hostIP); each pod has its own (``podips``)
 STATE_FILE = "state.json"
 
 # Kubernetes' wording for a container whose process is gone without an exit status
@@ -100,8 +100,9 @@ def _format_map(values: dict[str, str] | None) -> str:
     return "\n".join(f"{k}={json.dumps(v)}" for k, v in sorted((values or {}).items()))
 
 
-def field_value(pod: Pod, path: str) -> str:
-    """The value of a ``valueFrom.fieldRef`` (the paths pkg/fieldpath and the kubelet support)."""
+def field_value(pod: Pod, path: str, pod_ip: str | None = None) -> str:
+    """The value of a ``valueFrom.fieldRef`` (the paths pkg/fieldpath and the kubelet support);
+    ``pod_ip`` is the address the agent gave the pod (its status may not say it yet)."""
     meta = pod.metadata
     for prefix, values in (("metadata.labels", meta.labels), ("metadata.annotations", meta.annotations)):
         if path == prefix:
@@ -112,14 +113,14 @@ def field_value(pod: Pod, path: str) -> str:
                 return (values or {}).get(key[1:-1], "")
     simple = {"metadata.name": meta.name, "metadata.namespace": meta.namespace, "metadata.uid": meta.uid,
               "spec.nodeName": pod.spec.node_name, "spec.serviceAccountName": pod.spec.service_account_name,
-              "status.hostIP": POD_IP, "status.hostIPs": POD_IP, "status.podIP": POD_IP,
-              "status.podIPs": POD_IP}
+              "status.hostIP": HOST_IP, "status.hostIPs": HOST_IP,
+              "status.podIP": pod_ip or pod.status.pod_ip, "status.podIPs": pod_ip or pod.status.pod_ip}
     if path in simple:
         return simple[path] or ""
     raise ConfigError(f"unsupported fieldPath: {path}")
 
 
-def declared_env(pod: Pod, container: Container) -> dict[str, str]:
+def declared_env(pod: Pod, container: Container, pod_ip: str | None = None) -> dict[str, str]:
     """The container's ``env`` in order, each value expanded from the variables declared before it."""
     env: dict[str, str] = {}
     for var in container.env or []:
@@ -127,7 +128,7 @@ def declared_env(pod: Pod, container: Container) -> dict[str, str]:
             if var.value_from.field_ref is None:
                 raise ConfigError(f"env {var.name}: valueFrom must set fieldRef (the only source supported "
                                   "in local mode)")
-            env[var.name] = field_value(pod, var.value_from.field_ref.field_path)
+            env[var.name] = field_value(pod, var.value_from.field_ref.field_path, pod_ip)
         else:
             env[var.name] = expand(var.value or "", env)
     return env
@@ -352,6 +353,8 @@ class PodRecord:
     grace: int = 30
     deadline_exceeded: bool = False
     accepted_at: str = field(default_factory=now)
+    pod_ip: str | None = None  # the pod's own loopback address (``podips``)
+    pod_ip_released: bool = False  # the pod ended and its address went back to the pool
     containers: dict[str, ContainerRecord] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
     terminating: bool = False  # deleted, terminal or past its deadline: stop everything, start nothing
@@ -374,6 +377,7 @@ class PodRecord:
             return
         data = {"namespace": self.namespace, "name": self.name, "uid": self.uid, "grace": self.grace,
                 "deadlineExceeded": self.deadline_exceeded, "acceptedAt": self.accepted_at,
+                "podIP": self.pod_ip, "podIPReleased": self.pod_ip_released,
                 "containers": {n: c.to_dict() for n, c in self.containers.items()}}
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / (STATE_FILE + ".tmp")
@@ -385,6 +389,7 @@ class PodRecord:
         data = json.loads((folder / STATE_FILE).read_text())
         return cls(namespace=data["namespace"], name=data["name"], uid=data["uid"], folder=folder,
                    grace=data.get("grace", 30), deadline_exceeded=data.get("deadlineExceeded", False),
-                   accepted_at=data.get("acceptedAt") or now(),
+                   accepted_at=data.get("acceptedAt") or now(), pod_ip=data.get("podIP"),
+                   pod_ip_released=data.get("podIPReleased", False),
                    containers={n: ContainerRecord.from_dict(c) for n, c in data["containers"].items()})
 

@@ -73,7 +73,8 @@ class _CelEvaluator:
     result per (expression, device) for the allocator's life, as upstream's CEL cache does
     within a scheduling snapshot; runtime errors are not remembered, they recur."""
 
-    def __init__(self) -> None:
+    def __init__(self, list_types: bool = True) -> None:
+        self.list_types = list_types  # without DRAListTypeAttributes lists are not visible
         self.cache = SelectorCache()
         self.views: dict[int, tuple[Device, object]] = {}
         self.results: dict[tuple[str, int], bool] = {}
@@ -82,8 +83,18 @@ class _CelEvaluator:
         entry = self.views.get(id(device))
         if entry is not None and entry[0] is device:
             return entry[1]
-        attrs = {name: (Semver.parse(value) if kind == "version" else value)
-                 for name, (kind, value) in device.attributes.items()}
+        attrs = {}
+        for name, (kind, value) in device.attributes.items():
+            if kind == "version":
+                attrs[name] = Semver.parse(value)
+            elif kind == "versions":
+                if self.list_types:
+                    attrs[name] = [Semver.parse(v) for v in value]
+            elif kind in ("ints", "bools", "strings"):
+                if self.list_types:
+                    attrs[name] = list(value)
+            elif kind != "unknown":
+                attrs[name] = value
         view = device_view(driver, attrs, {n: c.value for n, c in device.capacity.items()},
                            device.allow_multiple_allocations)
         self.views[id(device)] = (device, view)  # holds the device, so its id stays its own
@@ -129,7 +140,8 @@ class Allocator:
             info = convert.device_class(c)
             classes[info.name] = info
         self._search = CoreAllocator(classes, [convert.resource_slice(s) for s in slices], allocated,
-                                     _CelEvaluator(), features, pool_versions)
+                                     _CelEvaluator(features.list_type_attributes), features,
+                                     pool_versions)
         # node name -> (the Node given, it as the search sees it, its pool IDs, its last outcome
         # per (claim shape, max_steps) with the pool versions it was found at)
         self._nodes: dict[str, tuple[Node, NodeInfo, list[str], dict]] = {}

@@ -88,11 +88,15 @@ def _split_name(name: str, driver: str) -> tuple[str, str]:
 def device_view(driver: str, attributes_by_qualified_name: dict[str, object],
                 capacity_by_qualified_name: dict[str, object], allow_multiple: bool = False) -> DeviceView:
     """Build the view from ResourceSlice data: qualified names ("[domain/]id") are grouped by domain,
-    with the driver name as the default domain. Attribute values are int, bool, str or Semver;
-    capacities are quantity strings, numbers or Decimals. Raises ValueError naming a bad entry."""
+    with the driver name as the default domain. Attribute values are int, bool, str or Semver, or
+    ([1.36 alpha] list-typed attributes) a list of one of them; capacities are quantity strings,
+    numbers or Decimals. Raises ValueError naming a bad entry."""
     attributes: dict[str, dict[str, object]] = {}
     for name, value in attributes_by_qualified_name.items():
-        if type(value) not in (int, bool, str, Semver):
+        if type(value) is list:
+            if not value or len({type(v) for v in value}) != 1 or type(value[0]) not in (int, bool, str, Semver):
+                raise ValueError(f"attribute {name}: unsupported attribute value {value!r}")
+        elif type(value) not in (int, bool, str, Semver):
             raise ValueError(f"attribute {name}: unsupported attribute value {value!r}")
         domain, ident = _split_name(name, driver)
         attributes.setdefault(domain, {})[ident] = value

@@ -49,12 +49,17 @@ def node_selector(sel: ApiNodeSelector | None) -> NodeSelector | None:
                               for t in sel.node_selector_terms))
 
 
-def attribute_value(attr) -> AttrValue | None:
+def attribute_value(attr) -> AttrValue:
+    """The tagged value; a list as ("ints", (...)) etc.; ("unknown", None) when no value (or an
+    empty list) is set, which constraints refuse as upstream ("unsupported attribute value")."""
     for kind in ("int", "bool", "string", "version"):
         value = getattr(attr, f"{kind}_value")
         if value is not None:
             return (kind, value)
-    return None
+        values = getattr(attr, f"{kind}_values")
+        if values:
+            return (kind + "s", tuple(values))
+    return ("unknown", None)
 
 
 def _policy(policy) -> RequestPolicy | None:
@@ -70,11 +75,7 @@ def _policy(policy) -> RequestPolicy | None:
 
 
 def device(d: ApiDevice) -> Device:
-    attributes = {}
-    for name, attr in (d.attributes or {}).items():
-        value = attribute_value(attr)
-        if value is not None:
-            attributes[name] = value
+    attributes = {name: attribute_value(attr) for name, attr in (d.attributes or {}).items()}
     return Device(
         name=d.name,
         attributes=attributes,

@@ -4,7 +4,8 @@ These small frozen records are built from the resource.k8s.io/v1 API objects by
 ``mlplane.policy.device.convert``; the search in ``allocator`` only ever sees them.
 Quantities are ``Decimal`` values in base units. Attribute values are tagged tuples
 ``(kind, value)`` with kind one of "int", "bool", "string", "version", as in
-DeviceAttribute of ``k8s.io/api/resource/v1/types.go``.
+DeviceAttribute of ``k8s.io/api/resource/v1/types.go``, a list kind "ints", "bools", "strings",
+"versions" (value: a tuple; [1.36 alpha] DRAListTypeAttributes), or "unknown" (no value set).
 """
 
 from __future__ import annotations
@@ -211,3 +212,4 @@ class Features:
     device_taints: bool = True
     device_binding_and_status: bool = True
     consumable_capacity: bool = True
+    list_type_attributes: bool = True

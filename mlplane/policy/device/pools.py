@@ -2,12 +2,12 @@
 built once per set of slices (``PoolIndex``).
 
 A slice is usable on a node when it names the node, selects it, serves all nodes, or (with
-perDeviceNodeSelection) has a device that does. Slices are grouped by (driver, pool); only
-the highest generation counts. A pool is incomplete when fewer slices than
-resourceSliceCount are present at that generation, and invalid when a device name repeats.
-Pools and slices are ordered by name, as upstream does since 1.36, so that first-fit is
-deterministic. Counter sets come from every slice of the pool, also slices that do not
-target the node (upstream 1.35+, "Update allocator for Partitionable Devices").
+perDeviceNodeSelection) has a device that does; slices with sharedCounters belong to every
+node's view of their pool. Which generation counts, when a pool is complete, obsolete or
+invalid follows upstream's experimental allocator (1.36), see ``PoolIndex``. Pools and slices
+are ordered by name, as upstream does since 1.36, so that first-fit is deterministic. Counter
+sets come from every slice of the pool, also slices that do not target the node (upstream
+1.35+, "Update allocator for Partitionable Devices").
 """
 
 from __future__ import annotations
@@ -97,64 +97,112 @@ def _targets_node(slice_: Slice, node: NodeInfo) -> bool:
 
 
 class PoolIndex:
-    """The pools of a set of slices, gathered once: each pool's newest generation, its slices,
-    completeness, validity and counter sets are computed when the index is built, and the
-    slices that name a node are indexed by that node, so ``pools_for(node)`` looks at the
-    node's own slices plus those that select nodes (nodeSelector, allNodes, per device)."""
+    """The slices of a set of slices, indexed once, from which ``pools_for(node)`` gathers a
+    node's pools as upstream GatherPools (experimental allocator, 1.36) does:
 
-    def __init__(self, slices: list[Slice]):
-        newest: dict[tuple[str, str], int] = {}
+    * relevant to a node are the slices that target it, and the slices with sharedCounters of
+      the same pools (needed wherever the pool's devices are); without ``partitionable`` slices
+      with sharedCounters or perDeviceNodeSelection are ignored;
+    * per pool the highest generation among the relevant slices counts; the pool is complete
+      when that generation has resourceSliceCount relevant slices; if not, all slices of the
+      pool are looked at: a newer generation elsewhere makes the pool obsolete (ignored), and
+      otherwise the pool is complete when all its slices at the generation add up;
+    * a complete pool is invalid when a device name repeats among its device slices that target
+      the node, a counter set name repeats, or a device (also on another node) consumes a
+      counter set or counter that the pool does not have;
+    * pools are ordered by (driver, pool), those with devices that have binding conditions last;
+      slices within a pool by name.
+
+    One difference: upstream also lists, for every node, the pools of which only a slice with
+    sharedCounters is relevant (no slice targets the node). Such a pool has no devices for the
+    node; leaving it out keeps gathering proportional to the node's own slices, and keeps
+    another node's pool that is being updated from failing allocationMode All here.
+    """
+
+    def __init__(self, slices: list[Slice], partitionable: bool = True):
+        # (driver, pool) -> generation -> slices (all of them, whichever nodes they target)
+        self._by_pool: dict[tuple[str, str], dict[int, list[Slice]]] = {}
+        self._by_node: dict[str, list[Slice]] = {}  # slices that name one node
+        self._other: list[Slice] = []  # slices that select nodes (nodeSelector, allNodes, per device)
+        self._counters: dict[tuple[str, str], list[Slice]] = {}  # slices with sharedCounters
         for s in slices:
             key = (s.driver, s.pool)
-            newest[key] = max(newest.get(key, s.generation), s.generation)
-        self._pools: dict[tuple[str, str], Pool] = {}
-        self._by_node: dict[str, list[Slice]] = {}
-        self._selecting: list[Slice] = []  # slices that do not name a single node
-        for s in slices:
-            key = (s.driver, s.pool)
-            if s.generation != newest[key]:
-                continue  # stale generation: ignored, as upstream
-            self._pools.setdefault(key, Pool(driver=s.driver, name=s.pool)).all_slices.append(s)
+            self._by_pool.setdefault(key, {}).setdefault(s.generation, []).append(s)
+            if not partitionable and (s.per_device_node_selection or s.shared_counters):
+                continue
+            if s.shared_counters:
+                self._counters.setdefault(key, []).append(s)
             if s.node_name is not None and not s.per_device_node_selection:
                 self._by_node.setdefault(s.node_name, []).append(s)
             else:
-                self._selecting.append(s)
-        for pool in self._pools.values():
-            _summarize(pool)
+                self._other.append(s)
+        self.partitionable = partitionable
 
     def pools_for(self, node: NodeInfo) -> list[Pool]:
-        """The pools usable on ``node``, ordered by (driver, pool name); each lists the slices
-        that target the node, ordered by name."""
-        targeting: dict[tuple[str, str], list[Slice]] = {}
+        """The pools usable on ``node``; each lists the slices that target the node."""
+        found: dict[tuple[str, str], list[Slice]] = {}
         for s in self._by_node.get(node.name, ()):
-            targeting.setdefault((s.driver, s.pool), []).append(s)
-        for s in self._selecting:
+            found.setdefault((s.driver, s.pool), []).append(s)
+        for s in self._other:
             if _targets_node(s, node):
-                targeting.setdefault((s.driver, s.pool), []).append(s)
-        result = []
-        for key in sorted(targeting):
-            shared = self._pools[key]
-            result.append(Pool(driver=shared.driver, name=shared.name,
-                               slices=sorted(targeting[key], key=lambda s: s.name),
-                               all_slices=shared.all_slices, incomplete=shared.incomplete,
-                               invalid=shared.invalid, invalid_reason=shared.invalid_reason,
-                               counter_sets=shared.counter_sets))
-        return result
+                found.setdefault((s.driver, s.pool), []).append(s)
+        plain, with_conditions = [], []
+        for key in sorted(found):
+            targeting = {id(s) for s in found[key]}
+            rel: list[Slice] = []
+            for s in (*found[key], *(c for c in self._counters.get(key, ()) if id(c) not in targeting)):
+                if not rel or s.generation > rel[0].generation:
+                    rel = [s]
+                elif s.generation == rel[0].generation:
+                    rel.append(s)
+            generation, count = rel[0].generation, rel[0].resource_slice_count
+            generations = self._by_pool[key]
+            every = generations[generation]
+            pool = Pool(driver=key[0], name=key[1], all_slices=sorted(every, key=lambda s: s.name))
+            if len(rel) != count:
+                if any(g > generation for g in generations):
+                    continue  # obsolete: the driver is replacing this generation
+                if len(every) != count:
+                    pool.incomplete = True
+                    plain.append(pool)
+                    continue
+            _build(pool, sorted(rel, key=lambda s: s.name), targeting, self.partitionable)
+            if any(d.binding_conditions for s in pool.slices for d in s.devices):
+                with_conditions.append(pool)
+            else:
+                plain.append(pool)
+        return plain + with_conditions
 
 
-def _summarize(pool: Pool) -> None:
-    """Order a pool's slices and derive completeness, validity and counter sets from them."""
-    pool.all_slices.sort(key=lambda s: s.name)
-    pool.incomplete = len(pool.all_slices) != pool.all_slices[0].resource_slice_count
+def _build(pool: Pool, relevant: list[Slice], targeting: set[int], partitionable: bool) -> None:
+    """Fill in the pool's device slices (those of the relevant slices that target the node; a
+    slice with sharedCounters is relevant wherever its pool is, and since 1.35 holds no
+    devices) and counter sets, and check them."""
+    pool.slices = [s for s in relevant if id(s) in targeting and s.devices]
     seen: set[str] = set()
-    for s in pool.all_slices:
+    for s in pool.slices:
         for d in s.devices:
             if d.name in seen:
-                pool.invalid = True
-                pool.invalid_reason = f"duplicate device name {d.name}"
+                pool.invalid, pool.invalid_reason = True, f"duplicate device name {d.name}"
+                return
             seen.add(d.name)
+    if not partitionable:
+        return
+    for s in relevant:
         for set_name, counters in s.shared_counters.items():
             if set_name in pool.counter_sets:
-                pool.invalid = True
-                pool.invalid_reason = f"duplicate counter set {set_name}"
+                pool.invalid, pool.invalid_reason = True, f"duplicate counter set name {set_name}"
+                return
             pool.counter_sets[set_name] = dict(counters)
+    for s in pool.all_slices:
+        for d in s.devices:
+            for set_name, counters in d.consumes_counters:
+                known = pool.counter_sets.get(set_name)
+                if known is None:
+                    pool.invalid, pool.invalid_reason = True, f"counter set {set_name} not found"
+                    return
+                for name in counters:
+                    if name not in known:
+                        pool.invalid = True
+                        pool.invalid_reason = f"counter {name} not found in counter set {set_name}"
+                        return

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Callable, Mapping
 
 from .capacity import check_capacity, consumption, format_quantity
-from .constraints import ConstraintState
+from .constraints import ConstraintState, UnsupportedAttribute
 from .model import (ALLOCATION_RESULTS_MAX_SIZE, AllocatedState, Claim, Device, DeviceClassInfo,
                     DeviceID, Features, NodeInfo, NodeSelector, Request, Requirement, SelectorTerm,
                     Slice)
@@ -210,7 +210,7 @@ class CoreAllocator:
         # number that grows) says which pools it changed in; without it, ``allocated`` is fixed
         # for this allocator's life.
         self.pool_versions = pool_versions
-        self._index = PoolIndex(slices)
+        self._index = PoolIndex(slices, features.partitionable_devices)
         self._nodes: dict[tuple, tuple[list[Pool], list[_Candidate]]] = {}
         self._available_counters: dict[str, tuple[int | None, dict[str, dict[str, Decimal]]]] = {}
 
@@ -321,7 +321,7 @@ class _Run:
             if not (c.match_attribute or c.distinct_attribute):
                 raise AllocationError(f"claim {claim.key}, constraint #{i}: empty constraint "
                                       f"(unsupported constraint type?)")
-            states.append(ConstraintState(c))
+            states.append(ConstraintState(c, self.f.list_type_attributes))
         self.constraints.append(states)
 
     def _validate(self, ci: int, ri: int, si: int, claim: Claim, request: Request,
@@ -332,13 +332,15 @@ class _Run:
                 raise AllocationError(f"claim {claim.key}, request {name}, selector #{i}: CEL "
                                       f"expression empty (unsupported selector type?)")
         if request.capacity is not None and not self.f.consumable_capacity:
-            raise AllocationError(f"claim {claim.key}, request {name}: has capacity requests, but "
+            what = f"subrequest {request.name}" if parent else f"request {name}"
+            raise AllocationError(f"claim {claim.key}, {what}: has capacity requests, but "
                                   f"the DRAConsumableCapacity feature is disabled")
         if request.admin_access and not self.f.admin_access:
             raise AllocationError(f"claim {claim.key}, request {name}: admin access is requested, "
                                   f"but the feature is disabled")
         if not request.class_name:
-            raise AllocationError(f"claim {claim.key}, request {name}: missing device class name")
+            raise AllocationError(f"claim {claim.key}, request {name}: missing device class name "
+                                  f"(unsupported request type?)")
         cls = self.a.classes.get(request.class_name)
         if cls is None:
             raise AllocationError(f"claim {claim.key}, request {name}: could not retrieve device "
@@ -532,7 +534,13 @@ class _Run:
                     rollback()
                     return None
         for state in self.constraints[ci]:
-            if not state.add(rd.base, rd.sub, dev, dev_id):
+            try:
+                added = state.add(rd.base, rd.sub, dev, dev_id)
+            except UnsupportedAttribute as err:
+                rollback()
+                raise AllocationError(f"claim {self.claims[ci].key}, request {rd.full_name}: "
+                                      f"{state.describe()}: device {dev_id}: {err}") from None
+            if not added:
                 rollback()
                 if must:
                     raise AllocationError(
@@ -649,10 +657,7 @@ class _Run:
             if not names or any(base in names or full in names for base, full in chosen_names):
                 out.append({"source": "FromClaim", "requests": names, **body})
         for entry in out:
-            names = entry["requests"]
-            if names and all(base in names or full in names for base, full in chosen_names):
-                names.clear()
-            if not names:
+            if not entry["requests"]:  # a claim config for all requests names none
                 del entry["requests"]
         return out
 

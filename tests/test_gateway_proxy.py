@@ -1,0 +1,618 @@
+"""The gateway's data path against real model-server stand-ins on loopback (servers built on
+mlplane.net.http that speak the OpenAI API and expose vLLM metric names).
+
+Behaviour follows the GIE endpoint-picker protocol (gateway-api-inference-extension
+docs/proposals/004-endpoint-picker-protocol): 503 when no endpoint is ready, 429 when a sheddable
+request meets a saturated pool, ``x-gateway-destination-endpoint-served`` names the endpoint that served.
+"""
+
+import asyncio
+import os
+import socket
+import sys
+
+import orjson
+
+from mlplane.gateway.app import make_policy, GatewayConfig
+from mlplane.gateway.metrics import GatewayMetrics
+from mlplane.gateway.pool import PoolRuntime
+from mlplane.gateway.proxy import SERVED_HEADER, Gateway
+from mlplane.net.http import Client, Response, StreamResponse, json_response, start_server
+from mlplane.policy.traffic.types import Endpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def arun(coro, timeout=15):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+class Backend:
+    """A model-server stand-in: /metrics with a settable queue, /v1/models, and completions that echo the
+    raw body (non-streaming) or stream SSE chunks, optionally one per ``gates`` event, optionally dying
+    after ``die_after`` chunks."""
+
+    def __init__(self, name, models=("m",), waiting=0):
+        self.name = name
+        self.models = [m if isinstance(m, dict) else {"id": m, "object": "model"} for m in models]
+        self.waiting = waiting
+        self.bodies = []
+        self.gates = None
+        self.die_after = None
+        self.fail_status = None
+        self.hang = None  # an Event: completions wait for it before answering
+        self.streams_closed = 0
+
+    async def start(self):
+        self.server = await start_server(self.handle, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self.server.port}"
+        return self
+
+    async def handle(self, req):
+        if req.path == "/metrics":
+            return Response(200, f'vllm:num_requests_waiting{{engine="0"}} {self.waiting}\n'
+                                 f'vllm:num_requests_running{{engine="0"}} 0\n'
+                                 f'vllm:kv_cache_usage_perc{{engine="0"}} 0.1\n', content_type="text/plain")
+        if req.path == "/v1/models":
+            return json_response(200, {"object": "list", "data": self.models})
+        self.bodies.append(req.body)
+        if self.hang is not None:
+            await self.hang.wait()
+        if self.fail_status:
+            return json_response(self.fail_status, {"error": {"message": "engine overloaded"}})
+        if orjson.loads(req.body).get("stream"):
+            return StreamResponse(200, self.stream(), headers={"x-backend": self.name})
+        return json_response(200, {"backend": self.name, "raw": req.body.decode()}, headers={"x-backend": self.name})
+
+    async def stream(self):
+        try:
+            async for chunk in self._chunks():
+                yield chunk
+        finally:
+            self.streams_closed += 1
+
+    async def _chunks(self):
+        for i in range(3):
+            if self.die_after is not None and i == self.die_after:
+                raise RuntimeError("engine crashed")  # the server aborts the connection mid-body
+            if self.gates is not None and i > 0:
+                await self.gates[i - 1].wait()
+            yield b'data: {"n": %d}\n\n' % i
+        yield b"data: [DONE]\n\n"
+
+    async def close(self):
+        await self.server.close()
+
+
+def dead_address():
+    """A loopback address where nothing listens."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"127.0.0.1:{port}"
+
+
+class Harness:
+    """Backends + one gateway (one pool) in this event loop; ``client`` talks to the gateway."""
+
+    def __init__(self, addresses, policy="round-robin", objectives=None, scrape=False, flow_control=False,
+                 request_timeout=5.0):
+        self.request_timeout = request_timeout
+        self.addresses = addresses
+        self.policy = policy
+        self.objectives = objectives
+        self.scrape = scrape
+        self.flow_control = flow_control
+
+    async def __aenter__(self):
+        self.upstream = Client()
+        self.metrics = GatewayMetrics()
+        picker, flow, detector = make_policy(GatewayConfig(policy=self.policy, flow_control=self.flow_control))
+        self.pool = PoolRuntime("default", picker, self.upstream, flow=flow, detector=detector,
+                                objectives=self.objectives, metrics=self.metrics)
+        self.pool.set_endpoints([Endpoint(name=a, address=a) for a in self.addresses])
+        if self.scrape:  # one scrape of every endpoint (metrics and model lists), no background tasks
+            for e in self.pool.endpoints:
+                await self.pool.scrape(e)
+                await self.pool.fetch_models(e)
+        self.gateway = Gateway([self.pool], self.upstream, self.metrics, request_timeout=self.request_timeout)
+        self.server = await start_server(self.gateway.handle, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self.server.port}"
+        self.client = Client()
+        return self
+
+    async def post(self, body, path="/v1/completions", headers=None):
+        resp = await self.client.request("POST", self.address, path, headers or {}, body, timeout=10)
+        return resp, await resp.read()
+
+    async def __aexit__(self, *exc):
+        await self.client.aclose()
+        await self.server.close()
+        await self.pool.close()
+        await self.upstream.aclose()
+
+
+COMPLETION = b'{"model": "m",  "prompt": "hello there",\n "max_tokens": 4, "zz_unknown_field": [1, 2.50]}'
+
+
+def test_routes_to_backends_and_forwards_the_body_unchanged():
+    async def main():
+        a, b = await Backend("a").start(), await Backend("b").start()
+        async with Harness([a.address, b.address]) as h:
+            served = []
+            for _ in range(4):
+                resp, body = await h.post(COMPLETION)
+                assert resp.status == 200
+                doc = orjson.loads(body)
+                assert doc["raw"] == COMPLETION.decode()  # not re-serialised: spacing and order kept
+                backend = {"a": a, "b": b}[doc["backend"]]
+                assert resp.headers[SERVED_HEADER] == backend.address
+                assert resp.headers["x-backend"] == doc["backend"]  # backend headers pass through
+                served.append(doc["backend"])
+            assert sorted(served) == ["a", "a", "b", "b"]  # round-robin over both
+            assert a.bodies == [COMPLETION, COMPLETION] and b.bodies == [COMPLETION, COMPLETION]
+        await a.close()
+        await b.close()
+
+    arun(main())
+
+
+def test_streaming_chunks_arrive_as_the_backend_sends_them():
+    async def main():
+        a = await Backend("a").start()
+        a.gates = [asyncio.Event(), asyncio.Event()]
+        async with Harness([a.address]) as h:
+            resp = await h.client.request("POST", h.address, "/v1/chat/completions", {},
+                                          b'{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}')
+            assert resp.status == 200
+            assert resp.headers["content-type"] == "text/event-stream"
+            assert resp.headers[SERVED_HEADER] == a.address
+            chunks = resp.iter_chunks()
+            # the backend cannot send chunk 1 before gate 0 opens: chunk 0 came through on its own
+            assert await chunks.__anext__() == b'data: {"n": 0}\n\n'
+            a.gates[0].set()
+            assert await chunks.__anext__() == b'data: {"n": 1}\n\n'
+            a.gates[1].set()
+            rest = b"".join([c async for c in chunks])
+            assert rest == b'data: {"n": 2}\n\ndata: [DONE]\n\n'
+            key = ("default", a.address)
+            assert h.metrics.ttft.count(key) == 1 and h.metrics.duration.count(key) == 1
+            assert h.pool.endpoints[0].inflight == 0
+        await a.close()
+
+    arun(main())
+
+
+def test_retries_on_the_next_endpoint_when_the_first_refuses_connections():
+    async def main():
+        live = await Backend("live").start()
+        dead = dead_address()
+        async with Harness([dead, live.address]) as h:
+            for _ in range(2):  # round-robin sends one of the two to the dead endpoint first
+                resp, body = await h.post(COMPLETION)
+                assert resp.status == 200
+                assert resp.headers[SERVED_HEADER] == live.address
+            assert h.metrics.retries.get(("default",)) == 1
+            dead_ep = next(e for e in h.pool.endpoints if e.address == dead)
+            assert not dead_ep.healthy
+            assert all(e.inflight == 0 for e in h.pool.endpoints)
+        await live.close()
+
+    arun(main())
+
+
+def test_502_when_no_endpoint_can_be_reached():
+    async def main():
+        async with Harness([dead_address(), dead_address()]) as h:
+            resp, body = await h.post(COMPLETION)
+            assert resp.status == 502
+            assert orjson.loads(body)["error"]["message"].startswith("no endpoint of pool default could be reached")
+            assert h.metrics.failed.get(("default", "connect")) == 1
+            assert all(not e.healthy and e.inflight == 0 for e in h.pool.endpoints)
+            resp, body = await h.post(COMPLETION)  # both are known down now
+            assert resp.status == 503
+
+    arun(main())
+
+
+def test_non_streaming_5xx_moves_on_to_another_endpoint():
+    async def main():
+        bad, good = await Backend("bad").start(), await Backend("good").start()
+        bad.fail_status = 503
+        async with Harness([bad.address, good.address]) as h:
+            for _ in range(2):
+                resp, _ = await h.post(COMPLETION)
+                assert resp.status == 200 and resp.headers[SERVED_HEADER] == good.address
+            assert len(bad.bodies) == 1
+        await bad.close()
+        await good.close()
+
+    arun(main())
+
+
+def test_backend_dying_mid_stream_ends_the_client_stream():
+    async def main():
+        a = await Backend("a").start()
+        a.die_after = 1
+        async with Harness([a.address]) as h:
+            resp = await h.client.request("POST", h.address, "/v1/completions", {},
+                                          b'{"model":"m","prompt":"x","stream":true}')
+            assert resp.status == 200
+            body = b"".join([c async for c in resp.iter_chunks()])  # ends: no hang
+            assert body.startswith(b'data: {"n": 0}\n\n')
+            error = orjson.loads(body.split(b"\n\n")[1][len(b"data: "):])
+            assert error["error"]["code"] == 502 and "broke off the stream" in error["error"]["message"]
+            assert h.metrics.failed.get(("default", "stream_broken")) == 1
+            assert h.pool.endpoints[0].inflight == 0
+        await a.close()
+
+    arun(main())
+
+
+def test_client_leaving_mid_stream_releases_the_backend_and_the_endpoint():
+    async def main():
+        a = await Backend("a").start()
+        a.gates = [asyncio.Event(), asyncio.Event()]
+        async with Harness([a.address]) as h:
+            resp = await h.client.request("POST", h.address, "/v1/completions", {},
+                                          b'{"model":"m","prompt":"x","stream":true}')
+            assert await resp.iter_chunks().__anext__() == b'data: {"n": 0}\n\n'
+            assert h.pool.endpoints[0].inflight == 1
+            resp.close()  # the client hangs up
+            while a.streams_closed == 0 or h.pool.endpoints[0].inflight:
+                await asyncio.sleep(0.005)  # the gateway drops its upstream connection; the backend sees it
+            assert h.metrics.failed.get(("default", "client_gone")) == 1
+        await a.close()
+
+    arun(main())
+
+
+def test_503_when_no_endpoint_is_ready():
+    async def main():
+        async with Harness([dead_address()], scrape=True) as h:  # the scrape fails: unhealthy
+            resp, body = await h.post(COMPLETION)
+            assert resp.status == 503
+            assert orjson.loads(body)["error"]["message"] == "no ready endpoints in pool default"
+            health = await h.client.request("GET", h.address, "/health")
+            assert health.status == 503
+            await health.read()
+            assert h.metrics.failed.get(("default", "no_endpoints")) == 1
+
+    arun(main())
+
+
+def test_400_for_bad_json_says_why():
+    async def main():
+        a = await Backend("a").start()
+        async with Harness([a.address]) as h:
+            resp, body = await h.post(b'{"model": "m", "prompt": ')
+            assert resp.status == 400
+            err = orjson.loads(body)["error"]
+            assert err["type"] == "invalid_request_error" and err["code"] == 400
+            assert err["message"].startswith("body is not valid JSON")
+            resp, body = await h.post(b'{"model": "m"}', path="/v1/chat/completions")
+            assert resp.status == 400 and orjson.loads(body)["error"]["message"] == "'messages' is required"
+            assert a.bodies == []
+        await a.close()
+
+    arun(main())
+
+
+def test_sheddable_objective_gets_429_when_the_pool_is_saturated():
+    async def main():
+        # every backend reports a long queue (GIE queueDepthThreshold 5): the pool is saturated
+        a, b = await Backend("a", waiting=50).start(), await Backend("b", waiting=50).start()
+        async with Harness([a.address, b.address], objectives={"batch": -1, "chat": 10}, scrape=True) as h:
+            resp, body = await h.post(COMPLETION, headers={"x-llm-d-inference-objective": "batch"})
+            assert resp.status == 429
+            assert "saturated" in orjson.loads(body)["error"]["message"]
+            resp, _ = await h.post(COMPLETION, headers={"x-gateway-inference-objective": "batch"})  # old alias
+            assert resp.status == 429
+            resp, _ = await h.post(COMPLETION, headers={"x-llm-d-inference-objective": "chat"})
+            assert resp.status == 200  # not sheddable: dispatched
+            resp, _ = await h.post(COMPLETION)
+            assert resp.status == 200
+            assert h.metrics.shed.get(("default",)) == 2
+            assert a.bodies + b.bodies == [COMPLETION, COMPLETION]
+        await a.close()
+        await b.close()
+
+    arun(main())
+
+
+def test_flow_control_queues_while_saturated_and_releases_when_load_drops():
+    async def main():
+        a = await Backend("a", waiting=50).start()
+        async with Harness([a.address], scrape=True, flow_control=True, objectives={"batch": -1}) as h:
+            shed, _ = await h.post(COMPLETION, headers={"x-llm-d-inference-objective": "batch"})
+            assert shed.status == 429  # sheddable: rejected, not queued
+            waiting = asyncio.ensure_future(h.post(COMPLETION))
+            while h.pool.queued() == 0:  # the request reaches the queue
+                await asyncio.sleep(0.005)
+            assert not waiting.done() and a.bodies == []
+            a.waiting = 0
+            await h.pool.scrape(h.pool.endpoints[0])  # fresh metrics: no longer saturated
+            resp, body = await waiting
+            assert resp.status == 200 and orjson.loads(body)["backend"] == "a"
+            assert h.pool.queued() == 0
+        await a.close()
+
+    arun(main())
+
+
+def test_504_when_the_backend_sends_no_response_head_in_time():
+    async def main():
+        a = await Backend("a").start()
+        a.hang = asyncio.Event()
+        async with Harness([a.address], request_timeout=0.3) as h:
+            resp, body = await h.post(COMPLETION)
+            assert resp.status == 504
+            assert "sent no response in 0.3s" in orjson.loads(body)["error"]["message"]
+            assert h.metrics.failed.get(("default", "timeout")) == 1
+            assert h.pool.endpoints[0].inflight == 0
+        a.hang.set()
+        await a.close()
+
+    arun(main())
+
+
+def test_metrics_and_models_endpoints():
+    async def main():
+        a = await Backend("a", models=["m"]).start()
+        b = await Backend("b", models=["m", {"id": "sql-lora", "object": "model", "parent": "m"}]).start()
+        async with Harness([a.address, b.address], scrape=True) as h:
+            for _ in range(2):
+                resp, _ = await h.post(COMPLETION)
+                assert resp.status == 200
+            resp = await h.client.request("GET", h.address, "/v1/models")
+            models = orjson.loads(await resp.read())
+            assert models["object"] == "list"
+            assert sorted(m["id"] for m in models["data"]) == ["m", "sql-lora"]
+            resp = await h.client.request("GET", h.address, "/metrics")
+            assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
+            text = (await resp.read()).decode()
+            for ep in (a, b):
+                assert f'mlplane_gateway_requests_total{{pool="default",endpoint="{ep.address}",code="200"}} 1' in text
+                assert (f'mlplane_gateway_ttft_seconds_count{{pool="default",endpoint="{ep.address}"}} 1'
+                        in text)
+                assert (f'mlplane_gateway_request_duration_seconds_bucket{{pool="default",endpoint="{ep.address}",'
+                        f'le="+Inf"}} 1' in text)
+                assert f'inference_pool_per_pod_queue_size{{model_server_pod="{ep.address}",name="default"}} 0' in text
+            assert 'mlplane_gateway_picker_duration_seconds_count{pool="default"} 2' in text
+            assert 'inference_pool_ready_pods{name="default"} 2' in text
+            assert 'inference_pool_average_kv_cache_utilization{name="default"} 0.1' in text
+            assert "# TYPE mlplane_gateway_shed_total counter" in text
+            assert "# TYPE mlplane_gateway_failed_total counter" in text
+            health = await h.client.request("GET", h.address, "/health")
+            assert health.status == 200 and orjson.loads(await health.read())["ready_endpoints"] == {"default": 2}
+        await a.close()
+        await b.close()
+
+    arun(main())
+
+
+def test_within_a_pool_requests_go_to_endpoints_that_list_the_model():
+    async def main():
+        a, b = await Backend("a", models=["llama"]).start(), await Backend("b", models=["qwen"]).start()
+        async with Harness([a.address, b.address], scrape=True) as h:
+            for _ in range(3):
+                resp, body = await h.post(b'{"model": "qwen", "prompt": "p"}')
+                assert orjson.loads(body)["backend"] == "b"
+            h.pool.mark_failed(next(e for e in h.pool.endpoints if e.address == b.address))
+            resp, body = await h.post(b'{"model": "qwen", "prompt": "p"}')
+            assert resp.status == 503  # not sent to an endpoint that does not serve it
+            resp, body = await h.post(b'{"model": "llama", "prompt": "p"}')
+            assert orjson.loads(body)["backend"] == "a"
+        await a.close()
+        await b.close()
+
+    arun(main())
+
+
+def test_requests_go_to_the_pool_that_serves_the_model():
+    async def main():
+        a, b = await Backend("a", models=["llama"]).start(), await Backend("b", models=["qwen"]).start()
+        client = Client()
+        pools = []
+        for name, backend in (("llama-pool", a), ("qwen-pool", b)):
+            picker, flow, detector = make_policy(GatewayConfig(policy="default"))
+            pool = PoolRuntime(name, picker, client, flow=flow, detector=detector)
+            pool.set_endpoints([Endpoint(name=backend.address, address=backend.address)])
+            await pool.fetch_models(pool.endpoints[0])
+            pools.append(pool)
+        gateway = Gateway(pools, client)
+        server = await start_server(gateway.handle, "127.0.0.1", 0)
+        async with Client() as c:
+            for model, backend in (("qwen", b), ("llama", a), ("unknown", a)):
+                resp = await c.request("POST", f"127.0.0.1:{server.port}", "/v1/completions", {},
+                                       orjson.dumps({"model": model, "prompt": "p"}))
+                assert orjson.loads(await resp.read())["backend"] == backend.name
+        await server.close()
+        await client.aclose()
+        await a.close()
+        await b.close()
+
+    arun(main())
+
+
+def test_gateway_process_serves_until_sigterm():
+    """`mlplane gateway` as a real process: the startup line, a routed request, a clean exit on SIGTERM."""
+    async def main():
+        a = await Backend("a").start()
+        code = ("import argparse, sys; from mlplane.cli.gateway import add_parser; p = argparse.ArgumentParser(); "
+                "sub = p.add_subparsers(); add_parser(sub); args = p.parse_args(sys.argv[1:]); "
+                "sys.exit(args.func(args))")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, "gateway", "--port", "0", "--backend", f"http://{a.address}",
+            "--policy", "least-load", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+        try:
+            line = (await proc.stdout.readline()).decode().strip()
+            assert line.startswith("gateway listening on http://127.0.0.1:"), line
+            assert line.endswith("(pool default: 1 endpoint, policy least-load)")
+            address = line.split("http://")[1].split(" ")[0]
+            async with Client() as c:
+                resp = await c.request("POST", address, "/v1/completions", {}, COMPLETION)
+                assert resp.status == 200 and resp.headers[SERVED_HEADER] == a.address
+                await resp.read()
+            proc.terminate()
+            assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await a.close()
+
+    arun(main(), timeout=30)
+
+
+def test_endpoint_picker_config_sets_picker_flow_control_and_detector():
+    text = """
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+featureGates: [flowControl]
+plugins:
+- type: queue-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - {pluginRef: queue-scorer, weight: 2}
+  - {pluginRef: max-score-picker}
+saturationDetector:
+  queueDepthThreshold: 8
+flowControl:
+  defaultRequestTTL: 30s
+"""
+    picker, flow, detector = make_policy(GatewayConfig(config_text=text))
+    assert flow is not None and flow.config.default_ttl == 30
+    assert detector.queue_threshold == 8 and detector.staleness == 0.2
+    picker, flow, detector = make_policy(GatewayConfig(config_text=text.replace("featureGates: [flowControl]", ""),
+                                                       scrape_interval=0.5))
+    assert flow is None and detector.staleness == 2.0  # four scrape intervals when unset
+
+
+def test_cli_rejects_bad_flags():
+    import subprocess
+
+    code = ("import argparse, sys; from mlplane.cli.gateway import add_parser; p = argparse.ArgumentParser(); "
+            "sub = p.add_subparsers(); add_parser(sub); args = p.parse_args(sys.argv[1:]); sys.exit(args.func(args))")
+    for argv, message in (
+            (["gateway"], "give either --backend URL"),
+            (["gateway", "--backend", "http://x"], "--backend 'http://x': expected http://HOST:PORT"),
+            (["gateway", "--backend", "127.0.0.1:1", "--policy", "fastest"], "unknown policy 'fastest'"),
+            (["gateway", "--pool", "just-a-name"], "--pool 'just-a-name': expected NAMESPACE/NAME"),
+            (["gateway", "--pool", "a/sim", "--pool", "b/sim"], "have the same name"),
+            (["gateway", "--backend", "127.0.0.1:1", "--config", "/nonexistent.yaml"], "--config /nonexistent.yaml"),
+            (["gateway", "--backend", "127.0.0.1:1", "--policy", "default", "--config", "x.yaml"],
+             "--policy and --config cannot be combined")):
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT,
+                             timeout=30)
+        assert out.returncode == 1, out
+        assert message in out.stderr, out.stderr
+
+
+def test_pool_endpoints_follow_the_inference_pool_in_the_store(store):
+    """--pool NS/NAME: Ready pods selected by the InferencePool become endpoints (podIP:targetPort), and
+    the pool's InferenceObjectives give priorities."""
+    from mlplane.api import Pod
+    from mlplane.api.inference import InferenceObjective, InferencePool
+    from mlplane.api.meta import set_condition
+    from mlplane.gateway.app import serve
+
+    async def main():
+        a = await Backend("a", waiting=50).start()
+        port = int(a.address.split(":")[1])
+        store.create(InferencePool.model_validate({
+            "metadata": {"name": "sim", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "sim"}}, "targetPorts": [{"number": port}]}}))
+        store.create(InferenceObjective.model_validate({
+            "metadata": {"name": "batch", "namespace": "default"},
+            "spec": {"priority": -1, "poolRef": {"name": "sim"}}}))
+        p = store.create(Pod.model_validate({
+            "metadata": {"name": "sim-0", "namespace": "default", "labels": {"app": "sim"}},
+            "spec": {"nodeName": "n", "containers": [{"name": "c", "command": ["x"]}]}}))
+        p.status.phase, p.status.pod_ip = "Running", "127.0.0.1"
+        p.status.conditions = set_condition(None, "Ready", "True")
+        store.update_status(p)
+
+        ready = asyncio.get_running_loop().create_future()
+        stop = asyncio.Event()
+        cfg = GatewayConfig(port=0, pools=["default/sim"], policy="default")
+        task = asyncio.ensure_future(serve(cfg, on_ready=ready.set_result, stop=stop, store=store))
+        line = await ready
+        assert line.endswith("(pool sim: 1 endpoint, policy default)"), line
+        address = line.split("http://")[1].split(" ")[0]
+        async with Client() as c:
+            resp = await c.request("POST", address, "/v1/completions", {}, COMPLETION)
+            assert resp.status == 200 and resp.headers[SERVED_HEADER] == a.address
+            await resp.read()
+            while True:  # the first scrape reports a long queue: the batch objective is shed
+                resp = await c.request("POST", address, "/v1/completions",
+                                       {"x-llm-d-inference-objective": "batch"}, COMPLETION)
+                await resp.read()
+                if resp.status == 429:
+                    break
+                await asyncio.sleep(0.01)
+            p = store.get(Pod, "default", "sim-0")
+            p.status.conditions = set_condition(p.status.conditions, "Ready", "False")
+            await asyncio.to_thread(store.update_status, p)
+            while True:  # the watcher drops the unready pod
+                resp = await c.request("POST", address, "/v1/completions", {}, COMPLETION)
+                body = await resp.read()
+                if resp.status == 503:
+                    break
+                await asyncio.sleep(0.01)
+            assert orjson.loads(body)["error"]["message"] == "no ready endpoints in pool sim"
+        stop.set()
+        await task
+        await a.close()
+
+    arun(main(), timeout=30)
+
+
+def test_pool_runtime_subset_hint_and_a_client_leaving_the_queue():
+    """The transport-agnostic pool API the ext_proc service uses: the proxy's subset hint limits the
+    choice (GIE protocol: none eligible -> 503), and a request whose client leaves the flow control queue
+    is taken out of it."""
+    from mlplane.gateway.pool import ClientGone, NoEndpoints
+    from mlplane.policy.traffic.request import parse_request
+
+    async def main():
+        a, b = await Backend("a", waiting=50).start(), await Backend("b", waiting=50).start()
+        async with Client() as client:
+            picker, flow, detector = make_policy(GatewayConfig(policy="least-load", flow_control=True))
+            pool = PoolRuntime("p", picker, client, flow=flow, detector=detector)
+            pool.set_endpoints([Endpoint(name=x.address, address=x.address) for x in (a, b)])
+
+            def request():
+                return parse_request("/v1/completions", COMPLETION, {}, request_id="r")
+
+            # no scrape yet: metrics are stale, so flow control treats the pool as saturated and queues
+            gone = asyncio.Event()
+            waiting = asyncio.ensure_future(pool.acquire(request(), lambda: gone, subset={b.address}))
+            while pool.queued() == 0:
+                await asyncio.sleep(0.005)
+            gone.set()
+            try:
+                await waiting
+                raise AssertionError("the request should have left the queue")
+            except ClientGone:
+                pass
+            assert pool.queued() == 0 and flow.queued() == 0
+            for e in pool.endpoints:
+                a.waiting = b.waiting = 0
+                await pool.scrape(e)
+            decision = await pool.acquire(request(), subset={b.address})
+            assert [e.address for e in decision.endpoints] == [b.address]
+            assert decision.endpoints[0].inflight == 1
+            try:
+                await pool.acquire(request(), subset={"10.0.0.1:8000"})
+                raise AssertionError("expected NoEndpoints")
+            except NoEndpoints as e:
+                assert "subset hint" in str(e)
+            await pool.close()
+        await a.close()
+        await b.close()
+
+    arun(main())
