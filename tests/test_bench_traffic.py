@@ -167,6 +167,18 @@ def test_plot_is_svg_with_a_line_per_router():
     assert len([r for r in root.findall(f".//{ns}rect") if r.get("height") and r.get("width") != "10"]) >= 4
 
 
+def test_goal_rows_compare_default_with_the_better_peer_and_round_robin():
+    def row(name, p90):
+        return {**traffic.error_result(name, 1, "x"), "ttft_p90_s": p90}
+
+    rows = traffic.goal_rows([row("mlplane:round-robin", 4.0), row("mlplane:default", 1.0),
+                              row("sglang-router", 2.0), row("vllm-router", 1.25)])
+    assert rows == ["| TTFT p90, mlplane:default vs the better peer | 1.000 s | 1.250 s (vllm-router) = 0.80x "
+                    "| <= 0.8x |",
+                    "| TTFT p90, mlplane:default vs round-robin | 1.000 s | 4.000 s = 0.25x | <= 0.5x |"]
+    assert traffic.goal_rows([row("sglang-router", 2.0)]) == []
+
+
 # --- end to end --------------------------------------------------------------------------------
 
 def test_end_to_end_json_contract(tmp_path):
@@ -174,8 +186,8 @@ def test_end_to_end_json_contract(tmp_path):
     out = tmp_path / "r.json"
     # requests 3900..3919 of the trace share prefixes (30% of their blocks) and all fit the context
     cmd = [sys.executable, "-m", "mlplane.bench.traffic", "--trace", str(MOONCAKE), "--skip", "3900",
-           "--requests", "20", "--servers", "2", "--rate-scale", "20", "--time-scale", "0.01", "--routers", ",".join(routers),
-           "--request-timeout", "20", "-o", "json", "--json-out", str(out)]
+           "--requests", "20", "--servers", "2", "--rate-scale", "20", "--time-scale", "0.01",
+           "--routers", ",".join(routers), "--request-timeout", "20", "-o", "json", "--json-out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr[-3000:]

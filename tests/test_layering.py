@@ -46,3 +46,27 @@ def test_policy_is_pure(path):
 def test_control_does_not_import_cli(path):
     bad = {m for m in _imports(path) if m.startswith(("mlplane.cli", "mlplane.bench"))}
     assert not bad, f"{path.relative_to(PKG)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", _files("net"), ids=lambda p: str(p.relative_to(PKG)))
+def test_net_is_a_leaf(path):
+    bad = {m for m in _imports(path) if m.startswith("mlplane.") and not m.startswith("mlplane.net")}
+    assert not bad, f"{path.relative_to(PKG)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", _files("gateway") + _files("modelserver"), ids=lambda p: str(p.relative_to(PKG)))
+def test_the_data_path_does_not_import_cli_or_bench(path):
+    bad = {m for m in _imports(path) if m.startswith(("mlplane.cli", "mlplane.bench"))}
+    assert not bad, f"{path.relative_to(PKG)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", _files("modelserver"), ids=lambda p: str(p.relative_to(PKG)))
+def test_the_model_server_simulator_knows_nothing_of_routing_or_the_control_plane(path):
+    bad = {m for m in _imports(path) if m.startswith(("mlplane.gateway", "mlplane.control", "mlplane.policy"))}
+    assert not bad, f"{path.relative_to(PKG)} imports {sorted(bad)}"
+
+
+def test_the_simulated_engine_is_pure():
+    path = PKG / "modelserver" / "engine.py"
+    impure = {m for m in _imports(path) if m.split(".")[0] in IMPURE}
+    assert not impure, f"modelserver/engine.py does I/O or reads clocks via {sorted(impure)}"

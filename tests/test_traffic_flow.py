@@ -9,11 +9,13 @@ NOW = 50.0
 
 
 def ep(name, waiting=0, kv=0.0, updated_at=NOW):
-    return Endpoint(name=name, address=name, metrics=EndpointMetrics(waiting=waiting, kv_usage=kv, updated_at=updated_at))
+    return Endpoint(name=name, address=name,
+                    metrics=EndpointMetrics(waiting=waiting, kv_usage=kv, updated_at=updated_at))
 
 
 def req(rid, priority=0, flow="default-flow", size=100):
-    return InferenceRequest(id=rid, model="m", prompt="", prompt_tokens=1, priority=priority, fairness_id=flow, size=size)
+    return InferenceRequest(id=rid, model="m", prompt="", prompt_tokens=1, priority=priority, fairness_id=flow,
+                            size=size)
 
 
 IDLE = [ep("a"), ep("b")]
@@ -142,15 +144,41 @@ def test_cancelled_items_leave_the_queue():
 
 
 def test_flow_config_from_an_endpoint_picker_config_section():
+    """The flowControl section in llm-d-router's shape (apix/config/v1alpha1 FlowControlConfig)."""
     cfg = FlowConfig.from_dict(
-        {"maxBytes": "10Gi", "maxRequests": 1000, "defaultRequestTTL": "60s",
-         "priorityBands": [{"priority": 10, "maxRequests": 50}], "fairnessPolicy": "round-robin-fairness-policy"},
-        detector={"queueDepthThreshold": 8, "metricsStalenessThreshold": "500ms"})
-    assert (cfg.max_bytes, cfg.max_requests, cfg.default_ttl) == (10 << 30, 1000, 60.0)
+        {"maxBytes": "10Gi", "maxRequests": "1k", "defaultRequestTTL": "1m30s",
+         "defaultPriorityBand": {"fairnessPolicyRef": "round-robin-fairness-policy"},
+         "defaultNegativePriorityBand": {"maxRequests": 10},
+         "priorityBands": [{"priority": 10, "maxRequests": 50, "orderingPolicyRef": "fcfs-ordering-policy"}],
+         "saturationDetector": {"pluginRef": "detector"}},
+        plugins={"detector": ("utilization-detector", {"queueDepthThreshold": 8,
+                                                       "metricsStalenessThreshold": "500ms"})})
+    assert (cfg.max_bytes, cfg.max_requests, cfg.default_ttl) == (10 << 30, 1000, 90.0)
     assert cfg.limits(10).max_requests == 50 and cfg.limits(0).max_requests == 5000
+    assert cfg.limits(-1).max_requests == 10
     assert cfg.fairness == "round-robin"
     assert (cfg.detector.queue_threshold, cfg.detector.staleness) == (8, 0.5)
-    with pytest.raises(ValueError, match=r"flowControl.priorityBands\[0\].maxRequests"):
-        FlowConfig.from_dict({"priorityBands": [{"priority": 1, "maxRequests": -3}]})
-    with pytest.raises(ValueError, match="flowControl.maxQueue: unknown field"):
-        FlowConfig.from_dict({"maxQueue": 3})
+    assert FlowConfig.from_dict({"defaultRequestTTL": "0s", "maxRequests": 0}).default_ttl is None
+    assert FlowConfig.from_dict({"maxRequests": 0}).max_requests is None  # 0 = unlimited
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"priorityBands": [{"priority": 1, "maxRequests": -3}]}, r"flowControl.priorityBands\[0\].maxRequests"),
+    ({"priorityBands": [{"priority": 1}, {"priority": 1}]}, r"priorityBands\[1\].priority: band 1 is listed twice"),
+    ({"maxQueue": 3}, "flowControl.maxQueue: unknown field"),
+    ({"maxBytes": "lots"}, "flowControl.maxBytes: 'lots' is not a quantity"),
+    ({"defaultRequestTTL": "soon"}, "flowControl.defaultRequestTTL: 'soon' is not a duration"),
+    ({"defaultPriorityBand": {"fairnessPolicyRef": "vtc"}}, "fairnessPolicyRef: 'vtc' is not one of"),
+    ({"saturationDetector": {"pluginRef": "nope"}}, "saturationDetector.pluginRef: no plugin named 'nope'"),
+])
+def test_flow_config_errors_name_the_field(doc, message):
+    with pytest.raises(ValueError, match=message):
+        FlowConfig.from_dict(doc)
+
+
+def test_a_request_may_carry_its_own_ttl():
+    fc = FlowController(FlowConfig(default_ttl=60.0))
+    r = req("hurry")
+    r.state["ttl"] = 1.5  # the gateway's reading of x-llm-d-inference-ttl
+    fc.enqueue("hurry", r, NOW)
+    assert fc.expire(NOW + 2) == ["hurry"]

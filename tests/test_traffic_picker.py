@@ -3,8 +3,9 @@
 import orjson
 import pytest
 
-from mlplane.policy.traffic.config import (POLICIES, ConfigError, build_picker, default_config, helm_default_config,
-                                           load_picker_config, named_policy)
+from mlplane.policy.traffic.config import (POLICIES, ConfigError, build_picker, default_config, feature_gate,
+                                           flow_config, helm_default_config, load_picker_config, named_policy,
+                                           policy_config)
 from mlplane.policy.traffic.request import parse_request
 from mlplane.policy.traffic.types import Endpoint, EndpointMetrics
 
@@ -158,6 +159,14 @@ def test_queue_scorer_prefers_the_shorter_queue_and_counts_what_it_sent_since_th
         picker.on_sent(r, target, NOW)
         sent.append(target.name)
     assert sent[:2] == ["b", "b"] and "c" in sent
+    # a request that has produced its first token is no longer waiting: it leaves the estimate
+    r = req("x", "fast")
+    picker.on_sent(r, a, NOW)
+    assert picker.pending(a) == (1, r.prompt_tokens)
+    picker.on_first_token(r, a, NOW)
+    assert picker.pending(a) == (0, r.prompt_tokens)  # its KV is still held until it is done
+    picker.on_done(r, a, NOW, ok=True)
+    assert picker.pending(a) == (0, 0)
     b.metrics.updated_at = NOW + 0.05  # a fresh scrape replaces the router's estimate
     b.metrics.waiting = 0
     assert picker.pick(req("x", "q9"), [a, b, c], NOW).endpoints[0] is b
@@ -392,3 +401,37 @@ def test_config_header_is_checked():
     assert "kind: must be EndpointPickerConfig" in str(err.value)
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_picker_config("plugins: [")
+
+
+def test_flow_control_sections_of_a_config():
+    """featureGates, flowControl and the utilization-detector plugin as llm-d configures them."""
+    cfg = load_picker_config("""
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+featureGates: [flowControl]
+plugins:
+- type: utilization-detector
+  parameters: {queueDepthThreshold: 3, kvCacheUtilThreshold: 0.9}
+- type: queue-scorer
+flowControl:
+  maxRequests: 100
+  defaultRequestTTL: 30s
+  priorityBands:
+  - {priority: 10, maxRequests: 20}
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: queue-scorer}]
+""")
+    assert feature_gate(cfg, "flowControl") and not feature_gate(cfg, "somethingElse")
+    flow = flow_config(cfg)
+    assert (flow.max_requests, flow.default_ttl, flow.limits(10).max_requests) == (100, 30.0, 20)
+    assert (flow.detector.queue_threshold, flow.detector.kv_threshold) == (3, 0.9)
+    with pytest.raises(ConfigError, match=r"flowControl.priorityBands\[0\].maxBytes"):
+        load_picker_config({"apiVersion": "llm-d.ai/v1alpha1", "kind": "EndpointPickerConfig",
+                            "flowControl": {"priorityBands": [{"priority": 1, "maxBytes": "big"}]}})
+
+
+def test_named_policy_configs_round_trip():
+    for name in POLICIES:
+        cfg = load_picker_config(policy_config(name))
+        assert load_picker_config(cfg.to_dict()).to_dict() == cfg.to_dict()

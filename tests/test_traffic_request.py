@@ -96,6 +96,13 @@ def test_fairness_id_from_header_or_its_alias():
     assert r.fairness_id == "tenant-b"
 
 
+def test_queue_ttl_header():
+    r = parse("/v1/completions", {"model": "m", "prompt": "x"}, {"x-llm-d-inference-ttl": "1500ms"})
+    assert r.state["ttl"] == 1.5
+    with pytest.raises(BadRequest, match="header x-llm-d-inference-ttl: 'soon' is not a duration"):
+        parse("/v1/completions", {"model": "m", "prompt": "x"}, {"x-llm-d-inference-ttl": "soon"})
+
+
 # ---------------------------------------------------------------- prefix hashes and index
 
 def test_block_hashes_are_chained_and_model_scoped():

@@ -158,12 +158,13 @@ def router_argv(router: str, port: int, backends: Sequence[str]) -> list[str]:
     binary = peer_binary(router)
     if binary is None:
         raise BenchError(f"{router} is not installed (pip install {router}; it is in mlplane's 'bench' extra)")
+    # Both peers export Prometheus metrics on port 29000 by default: give each run its own port.
+    common = ["--host", "127.0.0.1", "--port", str(port), "--policy", "cache_aware",
+              "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())]
     if router == "sglang-router":
-        return [binary, "launch", "--host", "127.0.0.1", "--port", str(port), "--policy", "cache_aware",
-                "--log-level", "warn", "--worker-urls", *backends]
+        return [binary, "launch", *common, "--log-level", "warn", "--worker-urls", *backends]
     if router == "vllm-router":
-        return [binary, "--host", "127.0.0.1", "--port", str(port), "--policy", "cache_aware",
-                "--log-level", "warning", "--worker-urls", *backends]
+        return [binary, *common, "--log-level", "warning", "--worker-urls", *backends]
     raise BenchError(f"unknown router {router!r}; known: {', '.join(ROUTERS)}")
 
 
@@ -453,20 +454,34 @@ def sim_argv(s: TrafficSettings, port: int) -> list[str]:
                                    "--seed", s.seed, *s.sim_args])
 
 
+async def start_sim(client, label: str, s: TrafficSettings, logdir: Path) -> tuple[Proc, list[str]]:
+    """serve-sim with ``s.servers`` servers, ready; tried again on other ports if it could not listen."""
+    for attempt in range(3):
+        base = free_ports(s.servers)
+        servers = [f"127.0.0.1:{base + i}" for i in range(s.servers)]
+        log(f"[{label}] starting {s.servers} simulated servers on ports {base}..{base + s.servers - 1}")
+        sim = Proc(f"{label}-serve-sim", sim_argv(s, base), logdir)
+        try:
+            for a in servers:
+                await wait_ready(client, [sim], a, "/health", STARTUP_TIMEOUT_S)
+            return sim, servers
+        except BenchError:
+            sim.stop()
+            if attempt == 2 or "in use" not in sim.tail():
+                raise
+    raise AssertionError("unreachable")
+
+
 async def _run_router(client, router: str, s: TrafficSettings, records: Sequence[TraceRecord],
                       prompts: Sequence[str], logdir: Path) -> tuple[dict, list[float]]:
     k = len(records)
     procs: list[Proc] = []
     try:
-        base = free_ports(s.servers)
-        servers = [f"127.0.0.1:{base + i}" for i in range(s.servers)]
+        router_argv(router, 0, [])  # a missing peer binary fails here, before anything starts
+        sim, servers = await start_sim(client, router, s, logdir)
+        procs.append(sim)
         port = free_port()
         argv = router_argv(router, port, [f"http://{a}" for a in servers])
-        log(f"[{router}] starting {s.servers} simulated servers on ports {base}..{base + s.servers - 1}")
-        sim = Proc(f"{router}-serve-sim", sim_argv(s, base), logdir)
-        procs.append(sim)
-        for a in servers:
-            await wait_ready(client, [sim], a, "/health", STARTUP_TIMEOUT_S)
         status, body = await get(client, servers[0], "/v1/models")
         models = orjson.loads(body).get("data") if status == 200 else None
         model = models[0]["id"] if models else "sim"
@@ -569,6 +584,42 @@ def traffic_table(results: Sequence[dict]) -> list[str]:
                      f"| {_s(r['e2e_p50_s'])} | {r['throughput_rps']:.2f} | {hit} | {cv} "
                      f"| {r['completed']} / {r['failed']} |")
     return lines
+
+
+def goal_rows(results: Sequence[dict]) -> list[str]:
+    """Issue 5's TTFT goals as rows of the benchmark table (``mlplane.bench.HEADER``), when measured."""
+    by = {r["router"]: r for r in results if r.get("ttft_p90_s") is not None}
+    ours = by.get("mlplane:default")
+    if ours is None:
+        return []
+    rows = []
+    peers = [by[p] for p in PEERS if p in by]
+    if peers:
+        best = min(peers, key=lambda r: r["ttft_p90_s"])
+        rows.append(f"| TTFT p90, mlplane:default vs the better peer | {ours['ttft_p90_s']:.3f} s "
+                    f"| {best['ttft_p90_s']:.3f} s ({best['router']}) = "
+                    f"{ours['ttft_p90_s'] / best['ttft_p90_s']:.2f}x | <= 0.8x |")
+    rr = by.get("mlplane:round-robin")
+    if rr is not None:
+        rows.append(f"| TTFT p90, mlplane:default vs round-robin | {ours['ttft_p90_s']:.3f} s "
+                    f"| {rr['ttft_p90_s']:.3f} s = {ours['ttft_p90_s'] / rr['ttft_p90_s']:.2f}x | <= 0.5x |")
+    return rows
+
+
+def overhead_goal_rows(rows: Sequence[dict]) -> list[str]:
+    """Issue 5's overhead goals as benchmark-table rows: added p99 at the fixed rate, max req/s vs peers."""
+    by = {r["router"]: r for r in rows if "error" not in r}
+    ours = by.get("mlplane:default")
+    if ours is None:
+        return []
+    out = [f"| added latency p99, mlplane:default | {ours['added_p99_ms']:.3f} ms | | < 2 ms |"]
+    peers = [by[p] for p in PEERS if p in by]
+    if peers:
+        best = max(peers, key=lambda r: r["max_rps"])
+        out.append(f"| max req/s, mlplane:default vs the faster peer | {ours['max_rps']:,.0f} "
+                   f"| {best['max_rps']:,.0f} ({best['router']}) = {ours['max_rps'] / best['max_rps']:.2f}x "
+                   f"| >= 0.5x |")
+    return out
 
 
 # --- the overhead mode -------------------------------------------------------------------------

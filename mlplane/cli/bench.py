@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     tp.add_argument("--routers", metavar="LIST",
                     help="comma-separated routers (default: all): mlplane:round-robin, mlplane:least-load, "
                          "mlplane:prefix-only, mlplane:default, sglang-router, vllm-router")
+    tp.add_argument("--sim-config", metavar="FILE",
+                    help="engine constants for the simulated servers (serve-sim --config FILE)")
     tp.add_argument("--seed", type=int, default=0, help="simulator seed, the same for every router (0)")
     tp.add_argument("--request-timeout", type=float, default=300.0, metavar="S",
                     help="a request not finished after S seconds fails (300)")
@@ -58,10 +60,11 @@ def _write(path: str, text: str) -> None:
 
 
 def cmd_bench_traffic(args: argparse.Namespace) -> int:
-    from mlplane.bench import machine
+    from mlplane.bench import HEADER, machine
     from mlplane.bench.traces import TraceError
-    from mlplane.bench.traffic import (BenchError, OverheadSettings, TrafficSettings, overhead_table, parse_routers,
-                                       plot_svg, run_overhead, run_traffic, traffic_table)
+    from mlplane.bench.traffic import (BenchError, OverheadSettings, TrafficSettings, goal_rows, overhead_goal_rows,
+                                       overhead_table, parse_routers, plot_svg, run_overhead, run_traffic,
+                                       traffic_table)
 
     try:
         routers = parse_routers(args.routers)
@@ -72,6 +75,7 @@ def cmd_bench_traffic(args: argparse.Namespace) -> int:
             settings = {"mode": "overhead", "rate": o.rate, "duration_s": o.duration_s,
                         "concurrency": o.concurrency, "backends": o.servers, "routers": routers}
             table = overhead_table(rows)
+            goals = overhead_goal_rows(rows)
             plot = None
         else:
             if not args.trace:
@@ -79,13 +83,15 @@ def cmd_bench_traffic(args: argparse.Namespace) -> int:
                 return 1
             s = TrafficSettings(trace=args.trace, requests=args.requests, skip=args.skip, servers=args.servers,
                                 rate_scale=args.rate_scale, time_scale=args.time_scale, seed=args.seed,
-                                request_timeout_s=args.request_timeout, router_timeout_s=args.router_timeout)
+                                request_timeout_s=args.request_timeout, router_timeout_s=args.router_timeout,
+                                sim_args=["--config", args.sim_config] if args.sim_config else [])
             results, ttfts = run_traffic(s, routers)
             doc = {"results": results}
             settings = {"mode": "traffic", "trace": args.trace, "requests": s.requests, "skip": s.skip,
                         "servers": s.servers, "rate_scale": s.rate_scale, "time_scale": s.time_scale,
-                        "seed": s.seed, "routers": routers}
+                        "seed": s.seed, "sim_config": args.sim_config, "routers": routers}
             table = traffic_table(results)
+            goals = goal_rows(results)
             plot = plot_svg(results, ttfts)
     except (TraceError, BenchError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -99,8 +105,12 @@ def cmd_bench_traffic(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(machine())
-        print("settings: " + ", ".join(f"{k} {v}" for k, v in settings.items() if k != "mode"))
+        print("settings: " + ", ".join(f"{k} {v}" for k, v in settings.items() if k != "mode" and v is not None))
         print("\n".join(table))
+        if goals:
+            print()
+            print(HEADER)
+            print("\n".join(goals))
     return 0
 
 

@@ -19,49 +19,61 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "endpoint picker that reads their queues, KV caches and prefix caches.")
     gw.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     gw.add_argument("--port", type=int, default=8080, help="listen port (default 8080; 0 = any)")
-    gw.add_argument("--backend", action="append", default=[], metavar="URL",
-                    help="a model server, e.g. http://127.0.0.1:8000 (repeatable)")
     gw.add_argument("--pool", action="append", default=[], metavar="NAMESPACE/NAME",
                     help="an InferencePool to follow in the API server (repeatable)")
-    gw.add_argument("--server", "-s", help=f"API server URL for --pool (default: $MLPLANE_SERVER or "
-                                           f"http://127.0.0.1:{DEFAULT_API_PORT})")
-    gw.add_argument("--token", help="bearer token for the API server (default: $MLPLANE_TOKEN)")
-    gw.add_argument("--policy", default=None,
-                    help="routing policy: round-robin, least-load, prefix-only or default (default: default)")
-    gw.add_argument("--config", metavar="FILE", help="an EndpointPickerConfig (llm-d.ai/v1alpha1) YAML file")
-    gw.add_argument("--flow-control", action="store_true",
-                    help="queue requests by priority while the pool is saturated (llm-d flow control)")
-    gw.add_argument("--scrape-interval", type=float, default=0.05, metavar="SECONDS",
-                    help="how often each model server's /metrics is read (default 0.05)")
+    add_picker_flags(gw)
     gw.add_argument("--request-timeout", type=float, default=300.0, metavar="SECONDS",
                     help="how long to wait for a model server's response head, and for each piece of its "
                          "body (default 300)")
-    gw.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     gw.set_defaults(func=cmd_gateway)
     return gw
 
 
-def cmd_gateway(args: argparse.Namespace) -> int:
-    from mlplane.gateway.app import GatewayConfig, run_gateway
+def add_picker_flags(p: argparse.ArgumentParser) -> None:
+    """Where the pool's endpoints come from and how they are picked (shared with `mlplane epp`)."""
+    p.add_argument("--backend", action="append", default=[], metavar="URL",
+                   help="a model server, e.g. http://127.0.0.1:8000 (repeatable)")
+    p.add_argument("--server", "-s", help=f"API server URL for --pool (default: $MLPLANE_SERVER or "
+                                          f"http://127.0.0.1:{DEFAULT_API_PORT})")
+    p.add_argument("--token", help="bearer token for the API server (default: $MLPLANE_TOKEN)")
+    p.add_argument("--policy", default=None,
+                   help="routing policy: round-robin, least-load, prefix-only or default (default: default)")
+    p.add_argument("--config", metavar="FILE", help="an EndpointPickerConfig (llm-d.ai/v1alpha1) YAML file")
+    p.add_argument("--flow-control", action="store_true",
+                   help="queue requests by priority while the pool is saturated (llm-d flow control)")
+    p.add_argument("--scrape-interval", type=float, default=0.05, metavar="SECONDS",
+                   help="how often each model server's /metrics is read (default 0.05)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
 
+
+def picker_settings(args: argparse.Namespace) -> dict:
+    """The settings add_picker_flags collected, as GatewayConfig/EppConfig fields; sets up logging.
+    Raises ValueError naming the flag when they don't make sense."""
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else
                         logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.policy is not None and args.config:
-        print("error: --policy and --config cannot be combined (the config defines the policy)", file=sys.stderr)
-        return 1
+        raise ValueError("--policy and --config cannot be combined (the config defines the policy)")
     config_text = None
     if args.config:
         try:
             config_text = Path(args.config).read_text()
         except OSError as e:
-            print(f"error: --config {args.config}: {e.strerror or e}", file=sys.stderr)
-            return 1
-    cfg = GatewayConfig(
-        host=args.host, port=args.port, backends=args.backend, pools=args.pool,
-        server=args.server or os.environ.get("MLPLANE_SERVER") or f"http://127.0.0.1:{DEFAULT_API_PORT}",
-        token=args.token or os.environ.get("MLPLANE_TOKEN"), policy=args.policy or "default",
-        config_text=config_text, flow_control=args.flow_control, scrape_interval=args.scrape_interval,
-        request_timeout=args.request_timeout)
+            raise ValueError(f"--config {args.config}: {e.strerror or e}") from None
+    return dict(backends=args.backend, config_text=config_text, flow_control=args.flow_control,
+                server=args.server or os.environ.get("MLPLANE_SERVER") or f"http://127.0.0.1:{DEFAULT_API_PORT}",
+                token=args.token or os.environ.get("MLPLANE_TOKEN"), policy=args.policy or "default",
+                scrape_interval=args.scrape_interval)
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from mlplane.gateway.app import GatewayConfig, run_gateway
+
+    try:
+        cfg = GatewayConfig(host=args.host, port=args.port, pools=args.pool, request_timeout=args.request_timeout,
+                            **picker_settings(args))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     try:
         run_gateway(cfg, on_ready=lambda line: print(line, flush=True))
     except ValueError as e:

@@ -71,22 +71,22 @@ def make_policy(cfg: GatewayConfig):
     from mlplane.policy.traffic import config as pickercfg
     from mlplane.policy.traffic.flow import FlowConfig, FlowController
 
-    extra: dict = {}
     if cfg.config_text is not None:
         epc = pickercfg.load_picker_config(cfg.config_text)
         picker = pickercfg.build_picker(epc)
-        extra = epc.extra
+        flow_cfg = pickercfg.flow_config(epc)
+        explicit = any(s.type in ("utilization-detector", "utilization-filter")
+                       and "metricsStalenessThreshold" in s.parameters for s in epc.plugins)
+        gate = pickercfg.feature_gate(epc, "flowControl")
     else:
         try:
             picker = pickercfg.named_policy(cfg.policy)
         except KeyError as e:
             raise ValueError(f"--policy: {e.args[0]}") from None
-    detector_doc = dict(extra.get("saturationDetector") or {})
-    flow_cfg = FlowConfig.from_dict(extra.get("flowControl"), detector=detector_doc)
-    if "metricsStalenessThreshold" not in detector_doc:
+        flow_cfg, explicit, gate = FlowConfig(), False, False
+    if not explicit:
         flow_cfg.detector.staleness = max(flow_cfg.detector.staleness, 4 * cfg.scrape_interval)
-    gates = extra.get("featureGates") or []
-    if cfg.flow_control or (isinstance(gates, list) and "flowControl" in gates):
+    if cfg.flow_control or gate:
         return picker, FlowController(flow_cfg, pending=picker.pending), flow_cfg.detector
     flow_cfg.detector.pending = picker.pending
     return picker, None, flow_cfg.detector

@@ -259,7 +259,8 @@ class PoolRuntime:
         waiter = _Waiter(loop.create_future(), request, subset)
         self.flow.enqueue(waiter, request, self.clock())
         self._waiting.add(waiter)
-        if self._ticker is None or self._ticker.done():
+        self.release()  # it may have queued only behind others of its band that can go now
+        if self._waiting and (self._ticker is None or self._ticker.done()):
             self._ticker = loop.create_task(self._tick())
         watch = None
         if gone is not None:

@@ -25,12 +25,14 @@ from typing import Any, Mapping
 import yaml
 
 from mlplane.policy.traffic import plugins as P
+from mlplane.policy.traffic.flow import FlowConfig
 from mlplane.policy.traffic.picker import EndpointPicker, PrefixSettings
 
 API_VERSIONS = ("llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1")
 KIND = "EndpointPickerConfig"
-# Upstream sections we accept and hand to the caller unchanged (flow control, saturation detector …).
-PASSTHROUGH = ("featureGates", "saturationDetector", "flowControl", "data")
+# Upstream sections we accept and hand to the caller (``EndpointPickerConfig.extra``); flowControl and
+# saturationDetector are read by ``flow_config``, the others (data layer, parsers) have nothing to set here.
+PASSTHROUGH = ("featureGates", "flowControl", "saturationDetector", "dataLayer", "requestHandler", "parser")
 
 
 class ConfigError(ValueError):
@@ -76,9 +78,13 @@ class EndpointPickerConfig:
             if spec.parameters:
                 item["parameters"] = dict(spec.parameters)
             doc["plugins"].append(item)
-        doc["schedulingProfiles"] = [
-            {"name": p.name, "plugins": [{"pluginRef": r.plugin_ref, **({} if r.weight is None else {"weight": r.weight})}
-                                         for r in p.plugins]} for p in self.profiles]
+        doc["schedulingProfiles"] = []
+        for profile in self.profiles:
+            refs = []
+            for ref in profile.plugins:
+                refs.append({"pluginRef": ref.plugin_ref} if ref.weight is None
+                            else {"pluginRef": ref.plugin_ref, "weight": ref.weight})
+            doc["schedulingProfiles"].append({"name": profile.name, "plugins": refs})
         doc.update(copy.deepcopy(self.extra))
         return doc
 
@@ -211,10 +217,46 @@ def load_picker_config(source: str | bytes | Mapping[str, Any]) -> EndpointPicke
                         continue
                 refs.append(ProfileRef(target, None if weight is None else float(weight)))
             profiles.append(SchedulingProfile(pname if isinstance(pname, str) else "", refs))
+    gates = doc.get("featureGates")
+    if gates is not None and (not isinstance(gates, list) or not all(isinstance(g, str) for g in gates)):
+        errors.append("featureGates: must be a list of gate names (name, name=true or name=false)")
+    extra = {key: copy.deepcopy(doc[key]) for key in PASSTHROUGH if key in doc}
+    cfg = EndpointPickerConfig(api_version if isinstance(api_version, str) else "", specs, profiles, extra)
+    if not errors:
+        try:
+            flow_config(cfg)
+        except ValueError as e:
+            errors.append(str(e))
     if errors:
         raise ConfigError(errors)
-    extra = {key: copy.deepcopy(doc[key]) for key in PASSTHROUGH if key in doc}
-    return EndpointPickerConfig(api_version, specs, profiles, extra)
+    return cfg
+
+
+def feature_gate(cfg: EndpointPickerConfig, name: str, default: bool = False) -> bool:
+    """Whether ``featureGates`` turns ``name`` on ("name" or "name=true"; "name=false" turns it off)."""
+    value = default
+    for gate in cfg.extra.get("featureGates") or ():
+        gate_name, _, setting = gate.partition("=")
+        if gate_name.strip() == name:
+            value = setting.strip().lower() in ("", "true")
+    return value
+
+
+def flow_config(cfg: EndpointPickerConfig) -> FlowConfig:
+    """The flow-control settings of a config: its ``flowControl`` section, with the saturation detector
+    named by ``flowControl.saturationDetector`` or the deprecated top-level ``saturationDetector``
+    (a ``utilization-detector`` plugin; defaults when none). Raises ValueError naming the field.
+    Whether flow control runs at all is ``feature_gate(cfg, "flowControl")``."""
+    plugins = {s.name: (s.type, s.parameters) for s in cfg.plugins}
+    detector = cfg.extra.get("saturationDetector")
+    if detector is None and "utilization-detector" in plugins:
+        detector = {"pluginRef": "utilization-detector"}
+    if detector is not None and not isinstance(detector, Mapping):
+        raise ValueError("saturationDetector: must be a mapping with pluginRef")
+    flow = cfg.extra.get("flowControl")
+    if flow is not None and not isinstance(flow, Mapping):
+        raise ValueError("flowControl: must be a mapping")
+    return FlowConfig.from_dict(flow, detector=detector, plugins=plugins)
 
 
 def raw_plugins_named(raw: list, name: str) -> bool:
@@ -288,10 +330,11 @@ def default_config(*, affinity_threshold: float = 0.5, max_ttft_penalty_ms: floa
       The penalty is 5 s at 30,000 tok/s (the simulator's 8B/H100 prefill rate) = 150k tokens, about ten
       15k-token Mooncake prompts. Only that product matters (both sides are tokens), so time-scaled
       simulators need no change. Why so large: breaking stickiness copies a prefix to a second endpoint,
-      which evicts other prefixes there and splits later turns; replaying the Mooncake synthetic trace
-      (8 simulated servers, virtual time, 2x and 3x arrival rate) a 20k-token penalty broke affinity on
-      15% of requests, cut the prefix hit rate from 0.44 to 0.30 and quadrupled TTFT p90, while 90k-300k
-      gave the same result as never breaking. Upstream's default is of the same size (18 s x 15,928
+      which evicts other prefixes there and splits later turns. In a virtual-time replay of the Mooncake
+      synthetic trace through the simulator's engine (mlplane.modelserver.engine, 8 servers, arrivals 3x
+      faster, requests 1990-3980) a 20k-token penalty broke affinity on 15% of requests, cut the prefix
+      hit rate from 0.44 to 0.30 and almost quadrupled TTFT p90, while 90k-300k tokens did as well as
+      never breaking. Upstream's default is of the same size (18 s x 15,928
       tok/s = 287k tokens). The half-prompt threshold (upstream 0.8; SGLang's cache threshold is 0.3)
       because in that replay 0.15-0.5 beat 0.8 (TTFT p90 4.9 s against 5.9 s on the trace's second half).
       Stickiness also breaks on a request-count gap (SGLang's cache-aware defaults: more than 64

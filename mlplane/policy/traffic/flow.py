@@ -64,10 +64,17 @@ class SaturationDetector:
         return self.saturation(endpoints, now) >= 1.0
 
 
+FAIRNESS_POLICIES = {"global-strict-fairness-policy": "global-strict", "round-robin-fairness-policy": "round-robin"}
+ORDERING_POLICIES = ("fcfs-ordering-policy",)
+
+
 @dataclass
 class BandLimits:
-    max_requests: int | None = 5000  # per-band default upstream
-    max_bytes: int | None = 1 << 30
+    """Limits of one priority band (upstream PriorityBandConfig; defaults 5000 requests, 1G bytes)."""
+
+    max_requests: int | None = 5000
+    max_bytes: int | None = 10 ** 9
+    fairness: Literal["global-strict", "round-robin"] | None = None  # None: the controller's default
 
 
 @dataclass
@@ -78,6 +85,7 @@ class FlowConfig:
     max_requests: int | None = None  # all bands together (unlimited by default, as upstream)
     max_bytes: int | None = None
     band: BandLimits = field(default_factory=BandLimits)  # limits of a band not listed in ``bands``
+    negative_band: BandLimits | None = None  # limits of unlisted bands below priority 0 (else ``band``)
     bands: dict[int, BandLimits] = field(default_factory=dict)  # priority -> limits
     default_ttl: float | None = 60.0  # seconds a request may wait; None = forever
     fairness: Literal["global-strict", "round-robin"] = "global-strict"
@@ -85,50 +93,78 @@ class FlowConfig:
     detector: SaturationDetector = field(default_factory=SaturationDetector)
 
     def limits(self, priority: int) -> BandLimits:
-        return self.bands.get(priority, self.band)
+        band = self.bands.get(priority)
+        if band is not None:
+            return band
+        if priority < 0 and self.negative_band is not None:
+            return self.negative_band
+        return self.band
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any] | None, *, detector: Mapping[str, Any] | None = None) -> FlowConfig:
-        """From the ``flowControl`` (and ``saturationDetector``) sections of an EndpointPickerConfig:
-        ``maxRequests``, ``maxBytes``, ``defaultRequestTTL``, ``defaultPriorityBand`` and
-        ``priorityBands: [{priority, maxRequests, maxBytes}]``, ``fairnessPolicy``, ``failOpen``;
-        detector ``queueDepthThreshold``, ``kvCacheUtilThreshold``, ``metricsStalenessThreshold``.
-        Errors name the field."""
+    def from_dict(cls, doc: Mapping[str, Any] | None, *, detector: Mapping[str, Any] | None = None,
+                  plugins: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None) -> FlowConfig:
+        """From the ``flowControl`` section of an EndpointPickerConfig (llm-d-router
+        apix/config/v1alpha1 FlowControlConfig): ``maxBytes`` / ``maxRequests`` (quantities; 0 or absent =
+        unlimited), ``defaultRequestTTL`` (Go duration; "0s" = no expiry), ``defaultPriorityBand``,
+        ``defaultNegativePriorityBand`` and ``priorityBands: [{priority, maxRequests, maxBytes,
+        fairnessPolicyRef, orderingPolicyRef}]`` (0 or absent = 5000 requests / 1G bytes),
+        ``saturationDetector: {pluginRef}``; ours: ``failOpen``. ``detector`` holds the utilization
+        detector's parameters (``queueDepthThreshold``, ``kvCacheUtilThreshold``,
+        ``metricsStalenessThreshold``, ``headroom``) or a ``{pluginRef}``; ``plugins`` maps plugin names to
+        (type, parameters) to resolve references. Errors name the field."""
         doc = dict(doc or {})
+        plugins = plugins or {}
         cfg = cls()
-        known = {"maxRequests", "maxBytes", "defaultRequestTTL", "defaultPriorityBand", "priorityBands",
-                 "fairnessPolicy", "failOpen", "enabled"}
+        known = {"maxRequests", "maxBytes", "defaultRequestTTL", "noEndpointRequestTTL", "defaultPriorityBand",
+                 "defaultNegativePriorityBand", "priorityBands", "usageLimitPolicyPluginRef", "saturationDetector",
+                 "enableEviction", "failOpen"}
         for key in doc:
             if key not in known:
                 raise ValueError(f"flowControl.{key}: unknown field (known: {', '.join(sorted(known))})")
 
-        def count(path: str, value: Any) -> int | None:
+        def count(path: str, value: Any, zero: int | None) -> int | None:
             if value is None:
-                return None
+                return zero
             if isinstance(value, str):
                 value = _quantity(path, value)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{path}: must be a non-negative integer, got {value!r}")
-            return value
+                raise ValueError(f"{path}: must be a non-negative integer or quantity, got {value!r}")
+            return zero if value == 0 else value
 
-        def band(path: str, raw: Any, base: BandLimits) -> BandLimits:
+        def policy(path: str, ref: Any, kinds: Mapping[str, str] | tuple) -> str | None:
+            if ref is None or ref == "":
+                return None
+            if not isinstance(ref, str):
+                raise ValueError(f"{path}: must be a string")
+            type_name = plugins[ref][0] if ref in plugins else ref
+            if type_name not in kinds:
+                raise ValueError(f"{path}: {ref!r} is not one of {', '.join(kinds)}")
+            return kinds[type_name] if isinstance(kinds, Mapping) else type_name
+
+        def band(path: str, raw: Any) -> BandLimits:
             if not isinstance(raw, Mapping):
                 raise ValueError(f"{path}: must be a mapping")
             for key in raw:
-                if key not in ("priority", "maxRequests", "maxBytes"):
+                if key not in ("priority", "maxRequests", "maxBytes", "fairnessPolicyRef", "orderingPolicyRef"):
                     raise ValueError(f"{path}.{key}: unknown field")
-            return BandLimits(count(f"{path}.maxRequests", raw.get("maxRequests", base.max_requests)),
-                              count(f"{path}.maxBytes", raw.get("maxBytes", base.max_bytes)))
+            policy(f"{path}.orderingPolicyRef", raw.get("orderingPolicyRef"), ORDERING_POLICIES)
+            return BandLimits(count(f"{path}.maxRequests", raw.get("maxRequests"), 5000),
+                              count(f"{path}.maxBytes", raw.get("maxBytes"), 10 ** 9),
+                              policy(f"{path}.fairnessPolicyRef", raw.get("fairnessPolicyRef"), FAIRNESS_POLICIES))
 
-        cfg.max_requests = count("flowControl.maxRequests", doc.get("maxRequests"))
-        cfg.max_bytes = count("flowControl.maxBytes", doc.get("maxBytes"))
+        cfg.max_requests = count("flowControl.maxRequests", doc.get("maxRequests"), None)
+        cfg.max_bytes = count("flowControl.maxBytes", doc.get("maxBytes"), None)
         if "defaultRequestTTL" in doc:
             try:
-                cfg.default_ttl = parse_duration(doc["defaultRequestTTL"])
+                cfg.default_ttl = parse_duration(doc["defaultRequestTTL"], allow_zero=True) or None
             except ValueError as e:
                 raise ValueError(f"flowControl.defaultRequestTTL: {e}") from None
         if "defaultPriorityBand" in doc:
-            cfg.band = band("flowControl.defaultPriorityBand", doc["defaultPriorityBand"], cfg.band)
+            cfg.band = band("flowControl.defaultPriorityBand", doc["defaultPriorityBand"])
+            if cfg.band.fairness:
+                cfg.fairness = cfg.band.fairness
+        if "defaultNegativePriorityBand" in doc:
+            cfg.negative_band = band("flowControl.defaultNegativePriorityBand", doc["defaultNegativePriorityBand"])
         bands = doc.get("priorityBands") or []
         if not isinstance(bands, list):
             raise ValueError("flowControl.priorityBands: must be a list")
@@ -137,28 +173,42 @@ class FlowConfig:
             prio = raw.get("priority") if isinstance(raw, Mapping) else None
             if isinstance(prio, bool) or not isinstance(prio, int):
                 raise ValueError(f"{path}.priority: must be an integer")
-            cfg.bands[prio] = band(path, raw, cfg.band)
-        policy = doc.get("fairnessPolicy", "global-strict")
-        policy = {"global-strict-fairness-policy": "global-strict",
-                  "round-robin-fairness-policy": "round-robin"}.get(policy, policy)
-        if policy not in ("global-strict", "round-robin"):
-            raise ValueError(f"flowControl.fairnessPolicy: must be global-strict or round-robin, got {policy!r}")
-        cfg.fairness = policy
-        for key, attr in (("failOpen", "fail_open"), ("enabled", "enabled")):
-            if key in doc:
-                if not isinstance(doc[key], bool):
-                    raise ValueError(f"flowControl.{key}: must be a boolean")
-                setattr(cfg, attr, doc[key])
+            if prio in cfg.bands:
+                raise ValueError(f"{path}.priority: band {prio} is listed twice")
+            cfg.bands[prio] = band(path, raw)
+        if doc.get("enableEviction"):
+            raise ValueError("flowControl.enableEviction: in-flight eviction is not supported")
+        if "failOpen" in doc:
+            if not isinstance(doc["failOpen"], bool):
+                raise ValueError("flowControl.failOpen: must be a boolean")
+            cfg.fail_open = doc["failOpen"]
         det = dict(detector or {})
+        inner = doc.get("saturationDetector")
+        if isinstance(inner, Mapping) and inner.get("pluginRef"):
+            det = dict(inner)  # the newer place wins over the deprecated top-level one
+        where = "saturationDetector"
+        if "pluginRef" in det:
+            ref = det.pop("pluginRef")
+            if det:
+                raise ValueError(f"{where}.{next(iter(det))}: unknown field (only pluginRef)")
+            if ref in plugins:
+                type_name, params = plugins[ref]
+                if type_name != "utilization-detector":
+                    raise ValueError(f"{where}.pluginRef: {ref!r} is a {type_name}, not a utilization-detector")
+                det = dict(params)
+            elif ref != "utilization-detector":
+                raise ValueError(f"{where}.pluginRef: no plugin named {ref!r}")
         for key in det:
-            if key not in ("queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold"):
-                raise ValueError(f"saturationDetector.{key}: unknown field")
+            if key not in ("queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold", "headroom"):
+                raise ValueError(f"{where}.{key}: unknown field")
         try:
+            headroom = float(det.get("headroom", 0.0))
             cfg.detector = SaturationDetector(
-                queue_threshold=det.get("queueDepthThreshold", 5), kv_threshold=det.get("kvCacheUtilThreshold", 0.8),
+                queue_threshold=det.get("queueDepthThreshold", 5) * (1 + headroom),
+                kv_threshold=min(1.0, det.get("kvCacheUtilThreshold", 0.8) * (1 + headroom)),
                 staleness=parse_duration(det.get("metricsStalenessThreshold", 0.2)))
         except (ValueError, TypeError) as e:
-            raise ValueError(f"saturationDetector: {e}") from None
+            raise ValueError(f"{where}: {e}") from None
         return cfg
 
 
@@ -262,10 +312,12 @@ class FlowController:
         return True
 
     def enqueue(self, item: Any, request: InferenceRequest, now: float, ttl: float | None = None) -> None:
-        """Queue ``item`` (opaque to us) for ``request``; ``ttl`` overrides the default TTL (seconds)."""
+        """Queue ``item`` (opaque to us) for ``request``. Its time to live is ``ttl``, else the request's
+        own (``x-llm-d-inference-ttl``, in ``request.state["ttl"]``), else the default (seconds)."""
         if id(item) in self._where:
             raise ValueError("item is already queued")
-        ttl = self.config.default_ttl if ttl is None else ttl
+        if ttl is None:
+            ttl = request.state.get("ttl", self.config.default_ttl)
         deadline = float("inf") if ttl is None else now + ttl
         band = self._bands.get(request.priority)
         if band is None:
@@ -306,7 +358,7 @@ class FlowController:
             band = self._bands[priority]
             if not band.count:
                 continue
-            if self.config.fairness == "round-robin":
+            if (self.config.limits(priority).fairness or self.config.fairness) == "round-robin":
                 flow_id = band.turns[0]
                 band.turns.rotate(-1)
             else:

@@ -18,7 +18,7 @@ function of its inputs.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import xxhash
 
@@ -54,14 +54,15 @@ class Plugin:
 
     TYPE: ClassVar[str] = ""
     PARAMS: ClassVar[dict[str, tuple[tuple[type, ...], Any]]] = {}
-    uses_prefix: ClassVar[bool] = False  # needs the prefix index (match results) in the cycle
+    uses_prefix: bool = False  # needs the prefix index (match results) in the cycle
 
     def __init__(self, name: str | None = None, **params: Any):
         self.name = name or self.TYPE
         values = {key: default for key, (_, default) in self.PARAMS.items()}
         for key, value in params.items():
             if key not in self.PARAMS:
-                raise ParamError(key, f"unknown parameter of {self.TYPE} (known: {', '.join(sorted(self.PARAMS)) or 'none'})")
+                known = ", ".join(sorted(self.PARAMS)) or "none"
+                raise ParamError(key, f"unknown parameter of {self.TYPE} (known: {known})")
             types, _ = self.PARAMS[key]
             if not isinstance(types, tuple):
                 types = (types,)
@@ -418,7 +419,7 @@ class PrefixCacheAffinityFilter(Filter):
     (sgl-router policies/cache_aware.rs, defaults 64 and 1.5 there) - stickiness also breaks when the
     least busy sticky endpoint has more than ``balanceAbsThreshold`` requests more than the least busy
     other one and more than ``balanceRelThreshold`` times as many, which catches decode-heavy hot spots
-    that the prefill-token estimate does not see."""
+    that the prefill-token estimate does not see; then only the other endpoints are kept."""
 
     TYPE = "prefix-cache-affinity-filter"
     uses_prefix = True
@@ -477,7 +478,7 @@ class PrefixCacheAffinityFilter(Filter):
             if busy - idle > self.balance_abs and busy > self.balance_rel * idle:
                 cycle.note(f"load escape: cached endpoints have {busy} requests, others {idle}")
                 cycle.escaped = True
-                return endpoints
+                return other  # the load scorers count tokens, not requests: leave them only the others
         cycle.note("prefix affinity")
         return sticky
 
@@ -520,24 +521,42 @@ class UtilizationFilter(Filter):
         return kept
 
 
-def parse_duration(value: float | int | str) -> float:
-    """Seconds from a number (seconds) or a Go-style duration string ("200ms", "1.5s", "2m")."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError(f"must be greater than 0, got {value}")
-        return float(value)
-    text = str(value).strip()
-    for suffix, factor in (("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("ns", 1e-9), ("s", 1.0), ("m", 60.0),
-                           ("h", 3600.0)):
-        if text.endswith(suffix):
+_DURATION_UNITS = (("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("ns", 1e-9), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+
+
+class UtilizationDetector(UtilizationFilter):
+    """llm-d's ``utilization-detector``: the flow controller's saturation detector (its parameters), and
+    in a scheduling profile the same per-endpoint filter as ``utilization-filter``."""
+
+    TYPE = "utilization-detector"
+
+
+def parse_duration(value: float | int | str, allow_zero: bool = False) -> float:
+    """Seconds from a number (seconds) or a Go duration string ("200ms", "1.5s", "1m30s")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{value!r} is not a duration (e.g. 200ms, 1s)")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip()
+        seconds, rest = 0.0, text
+        while rest:
+            i = 0
+            while i < len(rest) and (rest[i].isdigit() or rest[i] == "."):
+                i += 1
+            unit = next(((u, f) for u, f in _DURATION_UNITS if rest[i:].startswith(u)), None)
+            if i == 0 or unit is None:
+                if text == "0":
+                    break
+                raise ValueError(f"{text!r} is not a duration (e.g. 200ms, 1s)")
             try:
-                number = float(text[: -len(suffix)])
+                seconds += float(rest[:i]) * unit[1]
             except ValueError:
-                break
-            if number <= 0:
-                raise ValueError(f"must be greater than 0, got {text!r}")
-            return number * factor
-    raise ValueError(f"{text!r} is not a duration (e.g. 200ms, 1s)")
+                raise ValueError(f"{text!r} is not a duration (e.g. 200ms, 1s)") from None
+            rest = rest[i + len(unit[0]):]
+    if seconds < 0 or math.isnan(seconds) or (seconds == 0 and not allow_zero):
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return seconds
 
 
 # ---------------------------------------------------------------- pickers
@@ -615,7 +634,7 @@ class SingleProfileHandler(Plugin):
 REGISTRY: dict[str, type[Plugin]] = {cls.TYPE: cls for cls in (
     QueueScorer, RunningRequestsSizeScorer, KVCacheUtilizationScorer, PrefixCacheScorer, ActiveRequestScorer,
     TokenLoadScorer, LoraAffinityScorer, ContextLengthAware, HealthyFilter, PrefixCacheAffinityFilter,
-    UtilizationFilter, MaxScorePicker, RandomPicker, WeightedRandomPicker, RoundRobinPicker,
+    UtilizationFilter, UtilizationDetector, MaxScorePicker, RandomPicker, WeightedRandomPicker, RoundRobinPicker,
     ApproxPrefixCacheProducer, SingleProfileHandler)}
 
 
@@ -635,4 +654,4 @@ def kinds(plugin: Plugin) -> list[str]:
     return out
 
 
-__all__: Sequence[str] = ["REGISTRY", "make", "Plugin", "Filter", "Scorer", "Picker", "ParamError"]
+__all__ = ["REGISTRY", "make", "Plugin", "Filter", "Scorer", "Picker", "ParamError"]

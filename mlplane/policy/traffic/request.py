@@ -12,6 +12,7 @@ from typing import Collection, Mapping
 
 import orjson
 
+from mlplane.policy.traffic.plugins import parse_duration
 from mlplane.policy.traffic.types import DEFAULT_FLOW, InferenceRequest
 
 COMPLETIONS = "/v1/completions"
@@ -24,6 +25,8 @@ BYTES_PER_TOKEN = 4
 FAIRNESS_HEADERS = ("x-llm-d-inference-fairness-id", "x-gateway-inference-fairness-id")
 # Request headers naming the InferenceObjective (resolved to a priority by the gateway).
 OBJECTIVE_HEADERS = ("x-llm-d-inference-objective", "x-gateway-inference-objective")
+# How long this request may wait in the flow-control queue (a Go duration, e.g. "1500ms"; llm-d).
+TTL_HEADER = "x-llm-d-inference-ttl"
 
 
 class BadRequest(ValueError):
@@ -94,6 +97,12 @@ def parse_request(path: str, body: bytes, headers: Mapping[str, str], *, request
         id=request_id, model=model, prompt=prompt, prompt_tokens=tokens, max_tokens=max_tokens,
         stream=stream, lora=lora, headers=headers, size=len(body),
         fairness_id=header(headers, FAIRNESS_HEADERS) or DEFAULT_FLOW)
+    ttl = headers.get(TTL_HEADER)
+    if ttl:
+        try:
+            request.state["ttl"] = parse_duration(ttl)
+        except ValueError as e:
+            raise BadRequest(f"header {TTL_HEADER}: {e}") from None
     salt = doc.get("cache_salt")
     if salt is not None:
         if not isinstance(salt, str):
