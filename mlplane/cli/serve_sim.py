@@ -7,9 +7,7 @@ import asyncio
 import signal
 import sys
 
-from mlplane.modelserver.config import ConfigError, EngineConfig, load_config
-from mlplane.modelserver.server import DEFAULT_MODEL, serve
-from mlplane.net.http import run
+from mlplane.modelserver.config import DEFAULT_MODEL, ConfigError, EngineConfig, load_config
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -65,10 +63,14 @@ def cmd_serve_sim(args: argparse.Namespace) -> int:
     if any(not n for n in loras):
         print("error: --lora needs a name", file=sys.stderr)
         return 1
+    from mlplane.net.http import run
+
     return run(_main(cfg, args, loras))
 
 
 async def _main(cfg: EngineConfig, args: argparse.Namespace, loras: list[str]) -> int:
+    from mlplane.modelserver.server import serve
+
     try:
         servers = await serve(cfg, servers=args.servers, host=args.host, port=args.port, model=args.model,
                               loras=loras, seed=args.seed)

@@ -39,6 +39,8 @@ class ConfigError(ValueError):
     """A bad simulator configuration: the message names the key."""
 
 
+DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"  # the served name unless --model says otherwise
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """Constants of one simulated vLLM engine. Durations are seconds of simulated H100 time."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import orjson
 import xxhash
 
-from mlplane.modelserver.config import EngineConfig
+from mlplane.modelserver.config import DEFAULT_MODEL, EngineConfig
 from mlplane.modelserver.engine import (BYTES_PER_TOKEN, Engine, RequestError, SimRequest,
                                         block_hashes_of_ids, block_hashes_of_text, output_length,
                                         prompt_tokens_of_text)
@@ -34,7 +34,6 @@ from mlplane.net.http import Request, Response, StreamResponse, start_server
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 VERSION = "0.11.0"  # the vLLM version whose API and metric names are simulated
 TICK_S = 0.003  # real seconds of steps run per wake-up of a server's loop
 

@@ -88,9 +88,12 @@ class TaintToleration:
         return Status.unresolvable(f"node(s) had untolerated taint {{{taint.key}: {taint.value or ''}}}")
 
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
+        taints = node.taints
+        if not taints:  # most nodes: nothing to count
+            return 0
         # Only tolerations that can apply to PreferNoSchedule count: no effect, or that effect.
         tolerations = [t for t in pod.tolerations if t.effect in (None, "PreferNoSchedule")]
-        return sum(1 for taint in node.taints
+        return sum(1 for taint in taints
                    if taint.effect == "PreferNoSchedule" and not any(t.tolerates(taint) for t in tolerations))
 
     def normalize_score(self, state: CycleState, pod: PodInfo, scores: dict[str, int]) -> None:
