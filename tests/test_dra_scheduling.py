@@ -332,3 +332,31 @@ def test_an_in_flight_allocation_holds_its_devices_across_other_changes_to_the_c
     snapshot.assume_claim(claim("4", allocated=True))
     snapshot.forget_claim("default/c")  # Unreserve after a failed PreBind frees the devices
     assert snapshot.allocated_claims() == []
+
+
+def test_a_prioritized_list_prefers_the_node_that_offers_its_first_choice(plane):
+    # Upstream DynamicResources Score (KEP-4816): each allocated subrequest scores 8 minus its index,
+    # so of two nodes that both fit, the one giving the first choice wins (without the score the
+    # tie would go to n1, the first by name).
+    store = plane
+    make_node(store, "n1")
+    make_node(store, "n2")
+    make_class(store)
+    make_slice(store, "n1", ["t4"])
+    store.create(ResourceSlice.model_validate({
+        "metadata": {"name": f"n2-{DRIVER}"},
+        "spec": {"driver": DRIVER, "nodeName": "n2", "pool": {"name": "n2", "generation": 1, "resourceSliceCount": 1},
+                 "devices": [{"name": "gpu-0", "attributes": {"model": {"string": "a100"}}}]}}))
+
+    def model_is(model):
+        return [{"cel": {"expression": f"device.attributes['{DRIVER}'].model == '{model}'"}}]
+
+    store.create(ResourceClaimTemplate.model_validate({
+        "metadata": {"name": "a100-else-t4", "namespace": "default"},
+        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "firstAvailable": [
+            {"name": "big", "deviceClassName": DRIVER, "selectors": model_is("a100")},
+            {"name": "small", "deviceClassName": DRIVER, "selectors": model_is("t4")}]}]}}}}))
+    make_pod(store, "picky", template="a100-else-t4")
+    assert wait_for(lambda: get_pod(store, "picky").spec.node_name, what="pod bound") == "n2"
+    [claim] = claims_of(store, "picky")
+    assert claim.to_dict()["status"]["allocation"]["devices"]["results"][0]["request"] == "gpu/big"

@@ -16,6 +16,8 @@ Ports the behaviour of kube-scheduler's plugin
   instead of listing every claim per pod: dynamicresources.go, allocatedDevices); PreFilter
   converts the pod's claims once for all nodes. When nothing fits, the node's reasons are the
   allocator's ("no device matched selector of request gpu (8 devices checked)").
+- Score: with claims that use a prioritized list (``firstAvailable``), nodes where earlier
+  subrequests could be allocated score higher; otherwise the plugin has nothing to score.
 - Reserve: the allocation chosen for the node is assumed in the snapshot, so the next cycle
   already counts its devices; Unreserve forgets it.
 - PreBind is I/O and lives with the scheduler controller (``ClaimWriter`` in
@@ -26,14 +28,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlplane.api.resource import ResourceClaim, ResourceClaimConsumerReference
+from mlplane.api.resource import (FIRST_AVAILABLE_DEVICE_REQUEST_MAX_SIZE, ResourceClaim,
+                                  ResourceClaimConsumerReference)
 from mlplane.policy.device import convert
 from mlplane.policy.device.allocator import (DEFAULT_MAX_STEPS, AllocationError, AllocationOutcome, Allocator,
                                              PreparedClaims, SearchBudgetExceeded)
 from mlplane.policy.device.model import NodeSelector
 from mlplane.policy.device.pools import node_selector_matches
 from mlplane.policy.pod.claims import DeviceSnapshot
-from mlplane.policy.pod.interface import CycleState, Status
+from mlplane.policy.pod.interface import MAX_NODE_SCORE, CycleState, Status
 from mlplane.policy.pod.snapshot import NodeInfo, PodInfo, Snapshot
 
 STATE_KEY = "DynamicResources"
@@ -93,6 +96,7 @@ class DynamicResources:
 
     # -- PreFilter ----------------------------------------------------------------------------------
     def pre_filter(self, state: CycleState, pod: PodInfo, snapshot: Snapshot) -> Status | None:
+        state.skip_score.add(self.name)  # until claims with a prioritized list turn up below
         if not pod.pod.spec.resource_claims:
             return Status.skip()
         devices = snapshot.devices
@@ -128,6 +132,8 @@ class DynamicResources:
                         # Unschedulable until a DeviceClass event (dynamicresources.go PreFilter).
                         return Status.unresolvable(f"request {request.name}: device class {class_name} "
                                                    f"does not exist")
+        if any(r.first_available for c in to_allocate for r in c.spec.devices.requests or []):
+            state.skip_score.discard(self.name)
         allocator = prepared = None
         if to_allocate:
             try:
@@ -163,6 +169,29 @@ class DynamicResources:
             return Status.unschedulable(*(outcome.reasons or [CANNOT_ALLOCATE]))
         data.allocations[node.name] = outcome
         return None
+
+    # -- Score --------------------------------------------------------------------------------------
+    def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
+        """Prefer nodes where a prioritized list (``firstAvailable``) gets an earlier choice: each
+        allocated subrequest scores 8 minus its index (upstream computeScore; KEP-4816)."""
+        data: ClaimsState = state.read(STATE_KEY)
+        outcome = data.allocations.get(node.name)
+        if outcome is None or not outcome.feasible:
+            return 0
+        score = 0
+        for claim, result in zip(data.to_allocate, outcome.results or []):
+            chosen = {r.request for r in result.devices.results or [] if "/" in r.request}
+            for request in claim.spec.devices.requests or []:
+                for i, sub in enumerate(request.first_available or []):
+                    if f"{request.name}/{sub.name}" in chosen:
+                        score += FIRST_AVAILABLE_DEVICE_REQUEST_MAX_SIZE - i
+        return score
+
+    def normalize_score(self, state: CycleState, pod: PodInfo, scores: dict[str, int]) -> None:
+        # helper.DefaultNormalizeScore(MaxNodeScore, reverse=false): the best node gets 100.
+        highest = max(scores.values(), default=0)
+        for name, score in scores.items():
+            scores[name] = MAX_NODE_SCORE * score // highest if highest else 0
 
     # -- Reserve / Unreserve ------------------------------------------------------------------------
     def reserve(self, state: CycleState, pod: PodInfo, node: str) -> Status | None:

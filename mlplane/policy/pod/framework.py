@@ -233,6 +233,8 @@ class Framework:
     def _select(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> tuple[str, Status | None]:
         totals = [0] * len(nodes)
         for p in self.score_plugins:
+            if p.name in state.skip_score:
+                continue
             scores = {ni.name: p.score(state, pod, ni) for ni in nodes}
             normalize = getattr(p, "normalize_score", None)
             if normalize is not None:

@@ -100,6 +100,7 @@ class CycleState:
     def __init__(self) -> None:
         self._data: dict[str, Any] = {}
         self.skip_filter: set[str] = set()  # plugins whose PreFilter returned Skip
+        self.skip_score: set[str] = set()  # plugins with nothing to score for this pod (upstream PreScore Skip)
 
     def write(self, key: str, value: Any) -> None:
         self._data[key] = value
