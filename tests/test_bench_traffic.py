@@ -10,17 +10,19 @@ import gzip
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from mlplane.bench import traffic
+from mlplane.bench import harness, traffic
 from mlplane.bench.plot import cdf_and_bars
 from mlplane.bench.traces import BLOCK_TOKENS, PromptBuilder, TraceError, TraceRecord, load_trace, prompt_tokens
-from mlplane.cli.bench import main as bench_main
+from mlplane.cli.main import main as mlplane_main
 
 ROOT = Path(__file__).resolve().parent.parent
 MOONCAKE = Path("/work/shared/data/mooncake-fast25/synthetic_trace.jsonl.gz")
@@ -38,6 +40,11 @@ def _jsonl(tmp_path: Path, rows: list, name: str = "t.jsonl") -> Path:
     else:
         p.write_text(text)
     return p
+
+
+def bench(*args: str) -> int:
+    """``mlplane bench traffic ARGS`` in this process: the exit code."""
+    return mlplane_main(["bench", "traffic", *args])
 
 
 def _row(ts=0, inp=1000, out=5, ids=(0, 1)):
@@ -138,21 +145,21 @@ def test_missing_and_empty_trace_files(tmp_path):
 # --- command line ------------------------------------------------------------------------------
 
 def test_cli_errors_exit_1_with_a_message(tmp_path, capsys):
-    assert bench_main(["traffic", "--trace", str(tmp_path / "missing.jsonl"), "--routers", "mlplane:default"]) == 1
+    assert bench("--trace", str(tmp_path / "missing.jsonl"), "--routers", "mlplane:default") == 1
     assert "missing.jsonl: no such file" in capsys.readouterr().err
-    assert bench_main(["traffic", "--trace", str(MOONCAKE), "--routers", "mlplane:default,nginx"]) == 1
+    assert bench("--trace", str(MOONCAKE), "--routers", "mlplane:default,nginx") == 1
     err = capsys.readouterr().err
     assert "--routers: unknown router 'nginx'" in err and "sglang-router" in err
-    assert bench_main(["traffic"]) == 1
+    assert bench() == 1
     assert "--trace FILE is required" in capsys.readouterr().err
-    assert bench_main(["traffic", "--trace", str(MOONCAKE), "--requests", "0"]) == 1
+    assert bench("--trace", str(MOONCAKE), "--requests", "0") == 1
     assert "--requests must be at least 1" in capsys.readouterr().err
 
 
 def test_missing_peer_binary_is_an_error_row_not_a_crash(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(traffic, "peer_binary", lambda name: None)
+    monkeypatch.setattr(harness, "peer_binary", lambda name: None)
     trace = _jsonl(tmp_path, [_row(i * 10) for i in range(4)])
-    assert bench_main(["traffic", "--trace", str(trace), "--routers", "vllm-router", "-o", "json"]) == 0
+    assert bench("--trace", str(trace), "--routers", "vllm-router", "-o", "json") == 0
     (row,) = json.loads(capsys.readouterr().out)["results"]
     assert row["router"] == "vllm-router" and row["failed"] == 4 and row["completed"] == 0
     assert "vllm-router is not installed" in row["error"]
@@ -181,17 +188,53 @@ def test_goal_rows_compare_default_with_the_better_peer_and_round_robin():
 
 # --- end to end --------------------------------------------------------------------------------
 
+def _bench_process(*args: str, timeout: float) -> dict:
+    """``mlplane bench traffic ARGS`` (with ``-o json``) as its own process: the JSON it printed.
+    Killed at ``timeout``; the servers and routers it started then end with it (see the next test)."""
+    proc = subprocess.run([sys.executable, "-m", "mlplane.cli.main", "bench", "traffic", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # not reaped yet
+    except FileNotFoundError:
+        return True
+
+
+def test_processes_the_benchmark_starts_end_when_it_is_killed(tmp_path):
+    script = ("import sys, time; from pathlib import Path; from mlplane.bench.harness import Proc; "
+              "p = Proc('child', ['sleep', '60'], Path(sys.argv[1])); print(p.p.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        assert not _gone(child)
+        parent.kill()  # no chance to clean up
+        parent.wait(10)
+        for _ in range(500):
+            if _gone(child):
+                break
+            time.sleep(0.01)
+        assert _gone(child)
+    finally:
+        parent.kill()
+        parent.wait(10)
+        parent.stdout.close()
+        if child is not None and not _gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
 def test_end_to_end_json_contract(tmp_path):
     routers = ["mlplane:round-robin", "mlplane:default", "vllm-router", "sglang-router"]
     out = tmp_path / "r.json"
     # requests 3900..3919 of the trace share prefixes (30% of their blocks) and all fit the context
-    cmd = [sys.executable, "-m", "mlplane.bench.traffic", "--trace", str(MOONCAKE), "--skip", "3900",
-           "--requests", "20", "--servers", "2", "--rate-scale", "20", "--time-scale", "0.01",
-           "--routers", ",".join(routers), "--request-timeout", "20", "-o", "json", "--json-out", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads(proc.stdout)
+    doc = _bench_process("--trace", str(MOONCAKE), "--skip", "3900", "--requests", "20", "--servers", "2",
+                         "--rate-scale", "20", "--time-scale", "0.01", "--routers", ",".join(routers),
+                         "--request-timeout", "20", "-o", "json", "--json-out", str(out), timeout=110)
     assert list(doc) == ["results"]
     assert [r["router"] for r in doc["results"]] == routers
     for r in doc["results"]:
@@ -210,12 +253,8 @@ def test_end_to_end_json_contract(tmp_path):
 
 
 def test_overhead_mode_json(tmp_path):
-    cmd = [sys.executable, "-m", "mlplane.bench.traffic", "--overhead", "--routers", "mlplane:round-robin",
-           "--rate", "100", "--duration", "0.5", "--concurrency", "4", "-o", "json"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads(proc.stdout)
+    doc = _bench_process("--overhead", "--routers", "mlplane:round-robin", "--rate", "100", "--duration", "0.5",
+                         "--concurrency", "4", "-o", "json", timeout=60)
     assert list(doc) == ["overhead"]
     direct, ours = doc["overhead"]
     assert direct["router"] == "direct" and ours["router"] == "mlplane:round-robin"

@@ -616,3 +616,51 @@ def test_pool_runtime_subset_hint_and_a_client_leaving_the_queue():
         await b.close()
 
     arun(main())
+
+
+def test_the_pools_failure_mode_decides_when_the_picker_cannot():
+    """InferencePool endpointPickerRef.failureMode (GIE: FailClose is the default): with no metrics to
+    judge saturation by (never scraped) or a failing picker, FailClose refuses a request and
+    FailOpen still routes it to a ready endpoint."""
+    async def main():
+        a = await Backend("a").start()
+        async with Harness([a.address], objectives={"batch": -1}) as h:  # never scraped: no fresh metrics
+            batch = {"x-llm-d-inference-objective": "batch"}
+            resp, _ = await h.post(COMPLETION, headers=batch)
+            assert resp.status == 429  # FailClose: stale metrics count as saturated
+            h.pool.fail_open = True
+            resp, _ = await h.post(COMPLETION, headers=batch)
+            assert resp.status == 200
+
+            def broken(*args, **kwargs):
+                raise RuntimeError("scorer bug")
+
+            h.pool.picker.pick = broken
+            resp, _ = await h.post(COMPLETION)
+            assert resp.status == 200 and resp.headers[SERVED_HEADER] == a.address  # FailOpen
+            h.pool.fail_open = False
+            resp, body = await h.post(COMPLETION)
+            assert resp.status == 503 and "FailClose" in orjson.loads(body)["error"]["message"]
+        await a.close()
+
+    arun(main())
+
+
+def test_the_failure_mode_comes_from_the_inference_pool():
+    from mlplane.api.inference import InferencePool
+    from mlplane.gateway.app import apply_pool_update
+
+    def pool_obj(mode):
+        return InferencePool.model_validate({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "x"}}, "targetPorts": [{"number": 8000}],
+                     "endpointPickerRef": {"name": "epp", "port": {"number": 9002}, "failureMode": mode}}})
+
+    async def main():
+        async with Harness([]) as h:
+            apply_pool_update(h.pool, [], {}, pool_obj("FailOpen"))
+            assert h.pool.fail_open
+            apply_pool_update(h.pool, [], {}, pool_obj("FailClose"))
+            assert not h.pool.fail_open
+
+    arun(main())

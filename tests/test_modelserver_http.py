@@ -11,6 +11,7 @@ import sys
 import orjson
 import pytest
 
+from mlplane.bench.harness import PEERS, free_port, router_argv
 from mlplane.modelserver.config import EngineConfig
 from mlplane.modelserver.server import SimServer, serve
 from mlplane.net.http import Client
@@ -292,37 +293,13 @@ def test_probe_endpoints_of_peer_routers_and_tokenize():
     assert tok["count"] == 2 and len(tok["tokens"]) == 2 and tok["max_model_len"] == 131072
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-PEERS = {
-    # the command lines `mlplane bench traffic` uses for the peers, in cache-aware mode
-    "sglang-router": lambda workers, port, prom: [
-        os.path.join(os.path.dirname(sys.executable), "sglang-router"), "launch", "--worker-urls", *workers,
-        "--policy", "cache_aware", "--host", "127.0.0.1", "--port", str(port), "--prometheus-port", str(prom),
-        "--log-level", "warn"],
-    "vllm-router": lambda workers, port, prom: [
-        os.path.join(os.path.dirname(sys.executable), "vllm-router"), "--worker-urls", *workers,
-        "--policy", "cache_aware", "--host", "127.0.0.1", "--port", str(port), "--prometheus-port", str(prom),
-        "--log-level", "warning"],
-}
-
-
-@pytest.mark.parametrize("peer", sorted(PEERS))
+@pytest.mark.parametrize("peer", PEERS)  # with the command lines `mlplane bench traffic` uses
 def test_streams_through_peer_routers(peer):
     async def main():
         servers = await serve(FAST, servers=2, port=0, model=MODEL)
-        port, prom = _free_ports(2)
+        port = free_port()
         proc = await asyncio.create_subprocess_exec(
-            *PEERS[peer]([s.url for s in servers], port, prom), stdout=asyncio.subprocess.DEVNULL,
+            *router_argv(peer, port, [s.url for s in servers]), stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL)
         try:
             async with Client() as client:

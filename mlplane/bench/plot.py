@@ -45,17 +45,21 @@ class _Panel:
         self.ylo, self.yhi = lo, hi
         for t in _nice_ticks(lo, hi):
             y = self.sy(t)
-            self.parts.append(f'<line x1="{self.left}" x2="{self.left + self.w}" y1="{y:.1f}" y2="{y:.1f}" '
-                              f'stroke="#ddd"/><text x="{self.left - 4}" y="{y + 4:.1f}" text-anchor="end" '
-                              f'font-size="11">{_fmt(t)}</text>')
+            self._tick(t, (self.left, y, self.left + self.w, y), "#ddd", (self.left - 4, y + 4), "end")
 
     def x_axis(self, lo: float, hi: float) -> None:
         self.xlo, self.xhi = lo, hi
         for t in _nice_ticks(lo, hi):
             x = self.sx(t)
-            self.parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{self.top}" y2="{self.top + self.h}" '
-                              f'stroke="#eee"/><text x="{x:.1f}" y="{self.top + self.h + 15}" text-anchor="middle" '
-                              f'font-size="11">{_fmt(t)}</text>')
+            self._tick(t, (x, self.top, x, self.top + self.h), "#eee", (x, self.top + self.h + 15), "middle")
+
+    def _tick(self, value: float, line: tuple[float, float, float, float], color: str,
+              at: tuple[float, float], anchor: str) -> None:
+        """A grid line (x1, y1, x2, y2) and the tick's label at ``at``."""
+        x1, y1, x2, y2 = line
+        self.parts.append(f'<line x1="{x1:.1f}" x2="{x2:.1f}" y1="{y1:.1f}" y2="{y2:.1f}" stroke="{color}"/>'
+                          f'<text x="{at[0]:.1f}" y="{at[1]:.1f}" text-anchor="{anchor}" font-size="11">'
+                          f'{_fmt(value)}</text>')
 
     def sx(self, v: float) -> float:
         return self.left + (v - self.xlo) / ((self.xhi - self.xlo) or 1) * self.w

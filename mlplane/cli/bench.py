@@ -1,4 +1,5 @@
-"""`mlplane bench traffic`: the traffic benchmark from the command line (see mlplane/bench/traffic.py)."""
+"""`mlplane bench traffic`: the traffic benchmark from the command line (mlplane/bench/traffic.py and
+overhead.py)."""
 
 from __future__ import annotations
 
@@ -61,63 +62,44 @@ def _write(path: str, text: str) -> None:
 
 def cmd_bench_traffic(args: argparse.Namespace) -> int:
     from mlplane.bench import HEADER, machine
+    from mlplane.bench.harness import BenchError, parse_routers
     from mlplane.bench.traces import TraceError
-    from mlplane.bench.traffic import (BenchError, OverheadSettings, TrafficSettings, goal_rows, overhead_goal_rows,
-                                       overhead_table, parse_routers, plot_svg, run_overhead, run_traffic,
-                                       traffic_table)
 
     try:
         routers = parse_routers(args.routers)
         if args.overhead:
-            o = OverheadSettings(rate=args.rate, duration_s=args.duration, concurrency=args.concurrency)
-            rows = run_overhead(routers, o)
-            doc = {"overhead": rows}
-            settings = {"mode": "overhead", "rate": o.rate, "duration_s": o.duration_s,
-                        "concurrency": o.concurrency, "backends": o.servers, "routers": routers}
-            table = overhead_table(rows)
-            goals = overhead_goal_rows(rows)
-            plot = None
+            from mlplane.bench.overhead import OverheadSettings, bench_overhead
+
+            report = bench_overhead(OverheadSettings(rate=args.rate, duration_s=args.duration,
+                                                     concurrency=args.concurrency), routers)
         else:
             if not args.trace:
                 print("error: --trace FILE is required (or --overhead)", file=sys.stderr)
                 return 1
-            s = TrafficSettings(trace=args.trace, requests=args.requests, skip=args.skip, servers=args.servers,
-                                rate_scale=args.rate_scale, time_scale=args.time_scale, seed=args.seed,
-                                request_timeout_s=args.request_timeout, router_timeout_s=args.router_timeout,
-                                sim_args=["--config", args.sim_config] if args.sim_config else [])
-            results, ttfts = run_traffic(s, routers)
-            doc = {"results": results}
-            settings = {"mode": "traffic", "trace": args.trace, "requests": s.requests, "skip": s.skip,
-                        "servers": s.servers, "rate_scale": s.rate_scale, "time_scale": s.time_scale,
-                        "seed": s.seed, "sim_config": args.sim_config, "routers": routers}
-            table = traffic_table(results)
-            goals = goal_rows(results)
-            plot = plot_svg(results, ttfts)
+            from mlplane.bench.traffic import TrafficSettings, bench_traffic
+
+            report = bench_traffic(TrafficSettings(
+                trace=args.trace, requests=args.requests, skip=args.skip, servers=args.servers,
+                rate_scale=args.rate_scale, time_scale=args.time_scale, seed=args.seed,
+                request_timeout_s=args.request_timeout, router_timeout_s=args.router_timeout,
+                sim_config=args.sim_config), routers)
     except (TraceError, BenchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.json_out:
-        _write(args.json_out, json.dumps({**doc, "settings": settings, "machine": machine()}, indent=2) + "\n")
+        doc = {**report.doc, "settings": report.settings, "machine": machine()}
+        _write(args.json_out, json.dumps(doc, indent=2) + "\n")
     plot_path = args.plot or (str(Path(args.json_out).with_suffix(".svg")) if args.json_out else None)
-    if plot is not None and plot_path:
-        _write(plot_path, plot)
+    if report.plot is not None and plot_path:
+        _write(plot_path, report.plot)
     if args.output == "json":
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(report.doc, indent=2))
     else:
         print(machine())
-        print("settings: " + ", ".join(f"{k} {v}" for k, v in settings.items() if k != "mode" and v is not None))
-        print("\n".join(table))
-        if goals:
+        print(report.settings_line())
+        print("\n".join(report.table))
+        if report.goals:
             print()
             print(HEADER)
-            print("\n".join(goals))
+            print("\n".join(report.goals))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m mlplane.bench.traffic ...` without the top-level CLI."""
-    parser = argparse.ArgumentParser(prog="mlplane")
-    sub = parser.add_subparsers(dest="command")
-    add_parser(sub)
-    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)

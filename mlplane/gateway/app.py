@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mlplane.gateway.metrics import GatewayMetrics
@@ -149,7 +149,7 @@ async def serve(cfg: GatewayConfig, *, on_ready: Callable[[str], None] | None = 
             def on_change(endpoints, pool_obj, objectives, pool=pool, ref=ref):
                 if pool_obj is None:
                     log.warning("InferencePool %s does not exist (yet): no endpoints", ref)
-                loop.call_soon_threadsafe(_apply, pool, endpoints, objectives)
+                loop.call_soon_threadsafe(apply_pool_update, pool, endpoints, objectives, pool_obj)
 
             watchers.append(PoolWatcher(store, ns, name, on_change).start())
         for ref, w in zip(cfg.pools, watchers):
@@ -161,18 +161,9 @@ async def serve(cfg: GatewayConfig, *, on_ready: Callable[[str], None] | None = 
     for p in pools:
         await p.start()
     server = await start_server(gateway.handle, cfg.host, cfg.port)
-    policy = "config" if cfg.config_text is not None else cfg.policy
-    summary = ", ".join(f"pool {p.name}: {len(p.endpoints)} endpoint{'s' if len(p.endpoints) != 1 else ''}"
-                        for p in pools)
-    line = f"gateway listening on http://{cfg.host}:{server.port} ({summary}, policy {policy})"
-    if on_ready is not None:
-        on_ready(line)
-    if stop is None:
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await ready_until_stopped(f"gateway listening on http://{cfg.host}:{server.port} "
+                                  f"({pools_summary(pools, cfg)})", on_ready, stop)
     finally:
         await server.close()
         for w in watchers:
@@ -182,9 +173,31 @@ async def serve(cfg: GatewayConfig, *, on_ready: Callable[[str], None] | None = 
         await client.aclose()
 
 
-def _apply(pool: PoolRuntime, endpoints: list[Endpoint], objectives: dict[str, int]) -> None:
+def pools_summary(pools: Iterable[PoolRuntime], cfg) -> str:
+    """"pool NAME: N endpoints, ..., policy P" for the line a server prints when it is ready."""
+    parts = [f"pool {p.name}: {len(p.endpoints)} endpoint{'s' if len(p.endpoints) != 1 else ''}" for p in pools]
+    return ", ".join([*parts, f"policy {'config' if cfg.config_text is not None else cfg.policy}"])
+
+
+async def ready_until_stopped(line: str, on_ready: Callable[[str], None] | None,
+                              stop: asyncio.Event | None) -> None:
+    """Hand ``line`` to ``on_ready``, then wait until ``stop`` is set (by default: SIGINT or SIGTERM)."""
+    if on_ready is not None:
+        on_ready(line)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def apply_pool_update(pool: PoolRuntime, endpoints: list[Endpoint], objectives: dict[str, int], pool_obj=None) -> None:
+    """What a PoolWatcher reported, applied to the pool's runtime (on its event loop)."""
     pool.set_endpoints(endpoints)
     pool.set_objectives(objectives)
+    ref = pool_obj.spec.endpoint_picker_ref if pool_obj is not None else None
+    pool.fail_open = ref is not None and ref.failure_mode == "FailOpen"
     log.info("pool %s: %d endpoints", pool.name, len(endpoints))
 
 

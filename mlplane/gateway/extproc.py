@@ -543,8 +543,6 @@ async def serve_epp(cfg: EppConfig, *, on_ready: Callable[[str], None] | None = 
     """Run the endpoint picker until ``stop`` is set (or SIGTERM/SIGINT when no event is given);
     ``on_ready`` gets the "endpoint picker (ext_proc) listening on ..." line. A ``--pool`` pool is read
     from ``store``, by default the API server at ``cfg.server``."""
-    import signal
-
     from mlplane.gateway import app
     from mlplane.gateway.metrics import CONTENT_TYPE
     from mlplane.net.http import Client, Response, start_server
@@ -566,13 +564,8 @@ async def serve_epp(cfg: EppConfig, *, on_ready: Callable[[str], None] | None = 
         if store is None:
             store = HTTPStore(cfg.server, token=cfg.token)
 
-        def apply(endpoints, objectives):
-            pool.set_endpoints(endpoints)
-            pool.set_objectives(objectives)
-            log.info("pool %s: %d endpoints", pool.name, len(endpoints))
-
-        def on_change(endpoints, _pool_obj, objectives):
-            loop.call_soon_threadsafe(apply, endpoints, objectives)
+        def on_change(endpoints, pool_obj, objectives):
+            loop.call_soon_threadsafe(app.apply_pool_update, pool, endpoints, objectives, pool_obj)
 
         watcher = PoolWatcher(store, ns, name, on_change).start()
         await asyncio.to_thread(watcher.wait_synced, 10.0)
@@ -599,17 +592,8 @@ async def serve_epp(cfg: EppConfig, *, on_ready: Callable[[str], None] | None = 
 
             http = await start_server(handle, cfg.host, cfg.metrics_port)
             extra += f", metrics {host}:{http.port}/metrics"
-        policy = "config" if cfg.config_text is not None else cfg.policy
-        n = len(pool.endpoints)
-        line = (f"endpoint picker (ext_proc) listening on {host}:{epp.port} (pool {pool.name}: {n} endpoint"
-                f"{'s' if n != 1 else ''}, policy {policy}{extra})")
-        if on_ready is not None:
-            on_ready(line)
-        if stop is None:
-            stop = asyncio.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await app.ready_until_stopped(f"endpoint picker (ext_proc) listening on {host}:{epp.port} "
+                                      f"({app.pools_summary([pool], cfg)}{extra})", on_ready, stop)
     finally:
         if http is not None:
             await http.close()

@@ -35,33 +35,25 @@ class PickError(Exception):
     status = 503
     reason = "error"
 
+    def __init_subclass__(cls, *, status: int, reason: str, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.status, cls.reason = status, reason
 
-class NoEndpoints(PickError):
+
+class NoEndpoints(PickError, status=503, reason="no_endpoints"):
     """No ready endpoint (or none the picker accepts): 503."""
 
-    status = 503
-    reason = "no_endpoints"
 
-
-class Shed(PickError):
+class Shed(PickError, status=429, reason="shed"):
     """A sheddable request (priority < 0) while the pool is saturated, or the queue is full: 429."""
 
-    status = 429
-    reason = "shed"
 
-
-class Expired(PickError):
+class Expired(PickError, status=503, reason="queue_expired"):
     """The request waited in the flow control queue longer than its TTL: 503."""
 
-    status = 503
-    reason = "queue_expired"
 
-
-class ClientGone(PickError):
+class ClientGone(PickError, status=499, reason="client_gone"):
     """The client disconnected while its request waited in the queue."""
-
-    status = 499
-    reason = "client_gone"
 
 
 @dataclass(slots=True, eq=False)
@@ -106,6 +98,10 @@ class PoolRuntime:
         self._waiting: set[_Waiter] = set()
         self._ticker: asyncio.Task | None = None
         self._metrics_key = (name,)
+        # The InferencePool's endpointPickerRef.failureMode: when the picker cannot decide (it fails,
+        # or no candidate has fresh metrics), FailOpen still routes the request, FailClose refuses it.
+        self.fail_open = False
+        self._rotation = 0
 
     # --- membership -------------------------------------------------------------------------
 
@@ -212,6 +208,8 @@ class PoolRuntime:
 
         Raises ``NoEndpoints`` (503), ``Shed`` (429), ``Expired`` (503) or ``ClientGone``."""
         candidates = self._candidates(request, subset)
+        if self.fail_open and self._blind(candidates):
+            return self._pick(request, candidates)  # no metrics to admit on: let it through
         flow = self.flow
         if flow is not None:
             verdict = flow.admit(request, candidates, self.clock())
@@ -242,9 +240,22 @@ class PoolRuntime:
         if self.metrics is not None:
             self.metrics.shed.inc(self._metrics_key)
 
+    def _blind(self, candidates: list[Endpoint]) -> bool:
+        """Whether no candidate has metrics fresh enough to judge saturation by."""
+        now, staleness = self.clock(), self.detector.staleness
+        return all(now - e.metrics.updated_at > staleness for e in candidates)
+
     def _pick(self, request: InferenceRequest, candidates: list[Endpoint]) -> Decision:
         t0 = time.perf_counter()
-        decision = self.picker.pick(request, candidates, self.clock())
+        try:
+            decision = self.picker.pick(request, candidates, self.clock())
+        except Exception as e:  # a picker bug must not take the pool down with it when it may fail open
+            log.exception("pool %s: the endpoint picker failed", self.name)
+            if not self.fail_open:
+                raise NoEndpoints(f"pool {self.name}: the endpoint picker failed ({e}) and the pool's "
+                                  "failureMode is FailClose") from None
+            self._rotation += 1
+            decision = Decision([candidates[self._rotation % len(candidates)]], reason="picker failed: FailOpen")
         if self.metrics is not None:
             self.metrics.picker.observe(self._metrics_key, time.perf_counter() - t0)
         if not decision.endpoints:

@@ -53,6 +53,17 @@ class BadRequest(Exception):
         self.param = param
 
 
+def _json_object(request: Request) -> dict:
+    """The request body as a JSON object; BadRequest when it is not one."""
+    try:
+        body = orjson.loads(request.body)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
 def error(status: int, message: str, param: str | None = None) -> Response:
     kind = {400: "BadRequestError", 404: "NotFoundError", 405: "MethodNotAllowed"}.get(status, "InternalServerError")
     return Response(status, orjson.dumps({"error": {"message": message, "type": kind, "param": param,
@@ -262,12 +273,7 @@ class SimServer:
 
     def _tokenize(self, request: Request) -> Response:
         """vLLM's /tokenize: the simulator's tokens are the prompt's 4-byte groups read as integers."""
-        try:
-            body = orjson.loads(request.body)
-        except orjson.JSONDecodeError as e:
-            raise BadRequest(f"body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise BadRequest(f"body must be a JSON object, got {type(body).__name__}")
+        body = _json_object(request)
         if "messages" in body:
             text = _flatten_messages(body["messages"])
         elif isinstance(body.get("prompt"), str):
@@ -290,12 +296,7 @@ class SimServer:
         return {"object": "list", "data": data}
 
     def _parse(self, request: Request, chat: bool) -> Parsed:
-        try:
-            body = orjson.loads(request.body)
-        except orjson.JSONDecodeError as e:
-            raise BadRequest(f"body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise BadRequest(f"body must be a JSON object, got {type(body).__name__}")
+        body = _json_object(request)
         model = body.get("model")
         if model is None:
             model = self.model

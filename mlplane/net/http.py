@@ -112,6 +112,18 @@ def _header_name(raw: bytes) -> str:
     return name
 
 
+def _add_header(headers: dict[str, str], name: bytes, value: bytes) -> None:
+    """One header line into ``headers``: lower-case name; a repeated name joins its values with ", "."""
+    key = _HEADER_NAMES.get(name)
+    if key is None:
+        key = _header_name(name)
+    val = value.decode("latin-1")
+    if key in headers:
+        headers[key] = headers[key] + ", " + val
+    else:
+        headers[key] = val
+
+
 class Request:
     """One HTTP request as the handler sees it. ``headers`` has lower-case names; ``body`` is the whole body."""
 
@@ -321,15 +333,7 @@ class _ServerProtocol(asyncio.Protocol):
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
             raise _HeadTooLarge
-        key = _HEADER_NAMES.get(name)
-        if key is None:
-            key = _header_name(name)
-        val = value.decode("latin-1")
-        headers = self._headers
-        if key in headers:
-            headers[key] = headers[key] + ", " + val
-        else:
-            headers[key] = val
+        _add_header(self._headers, name, value)
 
     def on_headers_complete(self) -> None:
         length = self._headers.get("content-length")
@@ -895,15 +899,7 @@ class _ClientConnection(asyncio.Protocol):
         self._headers = {}
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = _HEADER_NAMES.get(name)
-        if key is None:
-            key = _header_name(name)
-        val = value.decode("latin-1")
-        headers = self._headers
-        if key in headers:
-            headers[key] = headers[key] + ", " + val
-        else:
-            headers[key] = val
+        _add_header(self._headers, name, value)
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()

@@ -93,6 +93,24 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _fields(item: Any, path: str, fields: tuple[str, ...], errors: list[str]) -> bool:
+    """Whether ``item`` at ``path`` is a mapping; errors for it not being one and for keys outside ``fields``."""
+    if not isinstance(item, Mapping):
+        errors.append(f"{path}: must be a mapping with {', '.join(fields[:-1])} and {fields[-1]}")
+        return False
+    errors.extend(f"{path}.{key}: unknown field" for key in item if key not in fields)
+    return True
+
+
+def _required(item: Mapping, path: str, key: str, errors: list[str]) -> str | None:
+    """``item[key]`` when it is a non-empty string, else None and an error."""
+    value = item.get(key)
+    if isinstance(value, str) and value:
+        return value
+    errors.append(f"{path}.{key}: required")
+    return None
+
+
 def load_picker_config(source: str | bytes | Mapping[str, Any]) -> EndpointPickerConfig:
     """Parse and validate a config given as YAML/JSON text or as a dict."""
     if isinstance(source, (str, bytes)):
@@ -124,15 +142,10 @@ def load_picker_config(source: str | bytes | Mapping[str, Any]) -> EndpointPicke
     names: dict[str, int] = {}
     for i, item in enumerate(raw_plugins):
         path = f"plugins[{i}]"
-        if not isinstance(item, Mapping):
-            errors.append(f"{path}: must be a mapping with type, name, parameters")
+        if not _fields(item, path, ("type", "name", "parameters"), errors):
             continue
-        for key in item:
-            if key not in ("type", "name", "parameters"):
-                errors.append(f"{path}.{key}: unknown field")
-        ptype = item.get("type")
-        if not isinstance(ptype, str) or not ptype:
-            errors.append(f"{path}.type: required")
+        ptype = _required(item, path, "type", errors)
+        if ptype is None:
             continue
         if ptype not in P.REGISTRY:
             errors.append(f"{path}.type: unknown plugin type {ptype!r} (known: {', '.join(sorted(P.REGISTRY))})")
@@ -168,15 +181,9 @@ def load_picker_config(source: str | bytes | Mapping[str, Any]) -> EndpointPicke
                           f"got {len(raw_profiles)}")
         for i, prof in enumerate(raw_profiles):
             path = f"schedulingProfiles[{i}]"
-            if not isinstance(prof, Mapping):
-                errors.append(f"{path}: must be a mapping with name and plugins")
+            if not _fields(prof, path, ("name", "plugins"), errors):
                 continue
-            for key in prof:
-                if key not in ("name", "plugins"):
-                    errors.append(f"{path}.{key}: unknown field")
-            pname = prof.get("name")
-            if not isinstance(pname, str) or not pname:
-                errors.append(f"{path}.name: required")
+            pname = _required(prof, path, "name", errors)
             refs = []
             raw_refs = prof.get("plugins")
             if not isinstance(raw_refs, list):
@@ -185,15 +192,10 @@ def load_picker_config(source: str | bytes | Mapping[str, Any]) -> EndpointPicke
             pickers = 0
             for j, ref in enumerate(raw_refs):
                 rpath = f"{path}.plugins[{j}]"
-                if not isinstance(ref, Mapping):
-                    errors.append(f"{rpath}: must be a mapping with pluginRef and weight")
+                if not _fields(ref, rpath, ("pluginRef", "weight"), errors):
                     continue
-                for key in ref:
-                    if key not in ("pluginRef", "weight"):
-                        errors.append(f"{rpath}.{key}: unknown field")
-                target = ref.get("pluginRef")
-                if not isinstance(target, str) or not target:
-                    errors.append(f"{rpath}.pluginRef: required")
+                target = _required(ref, rpath, "pluginRef", errors)
+                if target is None:
                     continue
                 if target not in names:
                     if target in P.REGISTRY or raw_plugins_named(raw_plugins, target):
@@ -216,7 +218,7 @@ def load_picker_config(source: str | bytes | Mapping[str, Any]) -> EndpointPicke
                         errors.append(f"{rpath}.pluginRef: a profile has one picker; {target!r} is a second")
                         continue
                 refs.append(ProfileRef(target, None if weight is None else float(weight)))
-            profiles.append(SchedulingProfile(pname if isinstance(pname, str) else "", refs))
+            profiles.append(SchedulingProfile(pname or "", refs))
     gates = doc.get("featureGates")
     if gates is not None and (not isinstance(gates, list) or not all(isinstance(g, str) for g in gates)):
         errors.append("featureGates: must be a list of gate names (name, name=true or name=false)")
