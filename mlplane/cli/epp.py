@@ -4,10 +4,8 @@ endpoint-picker protocol), for a Gateway API implementation in front of a pool o
 from __future__ import annotations
 
 import argparse
-import errno
-import sys
 
-from mlplane.cli.gateway import add_picker_flags, picker_settings
+from mlplane.cli.gateway import add_picker_flags, picker_settings, serve
 
 DEFAULT_GRPC_PORT = 9002  # the EPP's ext_proc port (llm-d-router pkg/epp/server/options.go)
 BODY_MODES = ("full-duplex", "buffered")  # mlplane.gateway.extproc.BODY_MODES (not imported: grpc is slow to load)
@@ -39,24 +37,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def cmd_epp(args: argparse.Namespace) -> int:
     from mlplane.gateway.extproc import EppConfig, run_epp
 
-    try:
-        cfg = EppConfig(host=args.host, grpc_port=args.grpc_port, health_port=args.grpc_health_port,
-                        metrics_port=args.metrics_port, pool=args.pool, body_mode=args.body_mode,
-                        **picker_settings(args))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    try:
-        run_epp(cfg, on_ready=lambda line: print(line, flush=True))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            print(f"error: {e.strerror or e}: the address is already in use (pass --grpc-port, "
-                  "--grpc-health-port or --metrics-port)", file=sys.stderr)
-            return 1
-        raise
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return serve(run_epp, lambda: EppConfig(host=args.host, grpc_port=args.grpc_port,
+                                            health_port=args.grpc_health_port, metrics_port=args.metrics_port,
+                                            pool=args.pool, body_mode=args.body_mode, **picker_settings(args)),
+                 busy="the address is already in use (pass --grpc-port, --grpc-health-port or --metrics-port)")

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 DEFAULT_API_PORT = 6680
 
@@ -68,21 +69,22 @@ def picker_settings(args: argparse.Namespace) -> dict:
 def cmd_gateway(args: argparse.Namespace) -> int:
     from mlplane.gateway.app import GatewayConfig, run_gateway
 
+    return serve(run_gateway, lambda: GatewayConfig(host=args.host, port=args.port, pools=args.pool,
+                                                    request_timeout=args.request_timeout, **picker_settings(args)),
+                 busy=f"cannot listen on {args.host}:{args.port}: the address is already in use (pass --port)")
+
+
+def serve(run: Callable, make_config: Callable, busy: str) -> int:
+    """Run a traffic-plane server (gateway, EPP) until stopped, printing its ready line; a bad
+    setting or a busy address is an error message and exit 1."""
     try:
-        cfg = GatewayConfig(host=args.host, port=args.port, pools=args.pool, request_timeout=args.request_timeout,
-                            **picker_settings(args))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    try:
-        run_gateway(cfg, on_ready=lambda line: print(line, flush=True))
+        run(make_config(), on_ready=lambda line: print(line, flush=True))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            print(f"error: cannot listen on {args.host}:{args.port}: the address is already in use (pass --port)",
-                  file=sys.stderr)
+            print(f"error: {busy}", file=sys.stderr)
             return 1
         raise
     except KeyboardInterrupt:
