@@ -38,6 +38,8 @@ class Kind:
     field_names: frozenset[str] = frozenset()
     # Checks on update: (old, new) -> list of (path, message) for changes that are not allowed.
     update_errors: Callable[[Object, Object], list[tuple[str, str]]] | None = None
+    # Fields the server sets on update from the old object (upstream's strategy PrepareForUpdate).
+    prepare_update: Callable[[Object, Object], None] | None = None
     # Older apiVersions also accepted for this kind: (apiVersion, function turning that version's wire
     # dict into this kind's wire dict, or raising ConversionError). Objects are always the model's version.
     conversions: tuple[tuple[str, Callable[[dict], dict]], ...] = ()

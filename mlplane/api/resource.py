@@ -21,7 +21,7 @@ from typing import Annotated, Any, Callable, Literal
 from pydantic import AfterValidator, Field
 
 from mlplane.api.core import Quantity
-from mlplane.api.meta import Condition, Model, Object, ObjectMeta, dns_label
+from mlplane.api.meta import Condition, Model, Object, ObjectMeta, dns_label, now, parse_time
 from mlplane.api.quantity import parse_quantity
 from mlplane.api.registry import REGISTRY, Kind
 
@@ -384,6 +384,96 @@ class ResourceClaimTemplate(Object):
 
     def semantic_errors(self) -> list[tuple[str, str]]:
         return _claim_spec_errors("spec.spec", self.spec.spec)
+
+
+# --- DeviceTaintRule (resource.k8s.io/v1alpha3; v1beta2 has the same shape) ---------------------
+
+V1ALPHA3 = f"{GROUP}/v1alpha3"
+V1BETA2 = f"{GROUP}/v1beta2"
+DEVICE_TAINT_RULE_STATUS_MAX_CONDITIONS = 8
+# The condition the eviction controller keeps on a rule (DeviceTaintConditionEvictionInProgress).
+DEVICE_TAINT_CONDITION_EVICTION_IN_PROGRESS = "EvictionInProgress"
+
+
+class DeviceTaintSelector(Model):
+    """Which devices a rule taints; every field that is set must match, the empty selector
+    matches all devices. ``deviceClassName`` and ``selectors`` (1.33-1.34 alpha) are tombstoned
+    upstream since 1.35 and refused here with a message that says so."""
+
+    driver: str | None = None
+    pool: str | None = None
+    device: str | None = None
+    device_class_name: str | None = None
+    selectors: list[DeviceSelector] | None = None
+
+    def matches(self, driver: str, pool: str, device: str) -> bool:
+        return ((self.driver is None or self.driver == driver) and (self.pool is None or self.pool == pool)
+                and (self.device is None or self.device == device))
+
+
+class DeviceTaintRuleSpec(Model):
+    device_selector: DeviceTaintSelector | None = None
+    taint: DeviceTaint
+
+
+class DeviceTaintRuleStatus(Model):
+    conditions: list[Condition] | None = None
+
+
+class DeviceTaintRule(Object):
+    """Adds one taint to every device the selector matches, as if the driver had put it in the
+    ResourceSlice (``kubernetes/api:resource/v1alpha3/types.go``). Without a selector no device
+    is matched. ``spec.taint.timeAdded`` is set when missing."""
+
+    API_VERSION, KIND = V1ALPHA3, "DeviceTaintRule"
+    spec: DeviceTaintRuleSpec
+    status: DeviceTaintRuleStatus = Field(default_factory=DeviceTaintRuleStatus)
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.spec.taint.time_added is None:
+            self.spec.taint.time_added = now()
+
+    def matches(self, driver: str, pool: str, device: str) -> bool:
+        selector = self.spec.device_selector
+        return selector is not None and selector.matches(driver, pool, device)
+
+    def semantic_errors(self) -> list[tuple[str, str]]:
+        errors: Errors = []
+        selector = self.spec.device_selector
+        if selector is not None:
+            where = "spec.deviceSelector"
+            if selector.driver is not None:
+                _subdomain_field(errors, f"{where}.driver", selector.driver, DRIVER_NAME_MAX_LENGTH)
+            if selector.pool is not None:
+                _pool_name(errors, f"{where}.pool", selector.pool)
+            if selector.device is not None:
+                _dns_label_field(errors, f"{where}.device", selector.device)
+            for field_name, value in (("deviceClassName", selector.device_class_name),
+                                      ("selectors", selector.selectors)):
+                if value is not None:
+                    errors.append((f"{where}.{field_name}", "Forbidden: not supported: removed from "
+                                   "DeviceTaintRule in Kubernetes 1.35; select devices by driver, pool and device"))
+        _taint(errors, "spec.taint", self.spec.taint)
+        _too_many(errors, "status.conditions", self.status.conditions, DEVICE_TAINT_RULE_STATUS_MAX_CONDITIONS)
+        return errors
+
+
+def _taint(errors: Errors, path: str, taint: DeviceTaint) -> None:
+    _check(errors, f"{path}.key", "Required value" if not taint.key else _label_key_error(taint.key))
+    if taint.value:
+        _check(errors, f"{path}.value", _label_value_error(taint.value))
+    if taint.time_added is not None:
+        try:
+            parse_time(taint.time_added)
+        except ValueError:
+            errors.append((f"{path}.timeAdded", f"Invalid value: {_q(taint.time_added)}: must be an RFC 3339 time"))
+
+
+def _rule_prepare_update(old: Object, new: Object) -> None:
+    """Upstream keeps timeAdded unless the effect changes, when it becomes the time of the change."""
+    assert isinstance(old, DeviceTaintRule) and isinstance(new, DeviceTaintRule)
+    if new.spec.taint.effect != old.spec.taint.effect and new.spec.taint.time_added == old.spec.taint.time_added:
+        new.spec.taint.time_added = now()
 
 
 # --- validation (pkg/apis/resource/validation/validation.go) -------------------------------
@@ -946,5 +1036,8 @@ REGISTRY.register(Kind(ResourceClaim, "resourceclaims", namespaced=True,
                        update_errors=_immutable("spec", lambda o: o.spec)))
 REGISTRY.register(Kind(ResourceClaimTemplate, "resourceclaimtemplates", namespaced=True,
                        update_errors=_immutable("spec", lambda o: o.spec)))
+REGISTRY.register(Kind(DeviceTaintRule, "devicetaintrules", namespaced=False, prepare_update=_rule_prepare_update,
+                       conversions=((V1BETA2, lambda data: {**data, "apiVersion": V1ALPHA3}),)))
 
-__all__ = ["DeviceClass", "ResourceSlice", "ResourceClaim", "ResourceClaimTemplate", "SELECTOR_VALIDATORS"]
+__all__ = ["DeviceClass", "ResourceSlice", "ResourceClaim", "ResourceClaimTemplate", "DeviceTaintRule",
+           "SELECTOR_VALIDATORS"]

@@ -620,7 +620,21 @@ def _inference_objective(lines: list[str], obj: InferenceObjective, store: Store
     _conditions(lines, obj.status.conditions)
 
 
-SECTIONS = {"Job": _job, "Node": _node, "DeviceClass": _device_class, "ResourceSlice": _resource_slice}
+def _device_taint_rule(lines: list[str], rule) -> None:
+    selector = rule.spec.device_selector
+    if selector is None:
+        _field(lines, "Device Selector", "<none> (matches no device)")
+    else:
+        _field(lines, "Device Selector", [f"{name}: {getattr(selector, name) or '*'}"
+                                          for name in ("driver", "pool", "device")])
+    t = rule.spec.taint
+    _field(lines, "Taint", f"{t.key}={t.value}:{t.effect}" if t.value else f"{t.key}:{t.effect}")
+    _field(lines, "Time Added", t.time_added or "<unset>")
+    _conditions(lines, rule.status.conditions)
+
+
+SECTIONS = {"Job": _job, "Node": _node, "DeviceClass": _device_class, "ResourceSlice": _resource_slice,
+            "DeviceTaintRule": _device_taint_rule}
 # Sections that read more of the store than the object itself.
 STORE_SECTIONS = {"Pod": _pod, "Workload": _workload, "ClusterQueue": _cluster_queue, "LocalQueue": _local_queue,
                   "ResourceClaim": _resource_claim, "InferencePool": _inference_pool,

@@ -228,6 +228,21 @@ def _slice_node(rs: ResourceSlice) -> str:
     return rs.spec.node_name or "<none>"
 
 
+def _rule_selector(field_name: str):
+    def cell(rule) -> str:
+        selector = rule.spec.device_selector
+        if selector is None:
+            return "<none>"  # no selector matches no device
+        value = getattr(selector, field_name)
+        return "*" if value is None else value
+    return cell
+
+
+def _rule_taint(rule) -> str:
+    t = rule.spec.taint
+    return f"{t.key}={t.value}" if t.value else t.key
+
+
 # --- Traffic kinds: InferenceObjective has the printcolumns of llm-d/llm-d-router:apix/v1alpha2/ ----
 # inferenceobjective_types.go; InferencePool's CRD declares none, so it shows what routes to it.
 
@@ -305,6 +320,10 @@ COLUMNS: dict[str, list[tuple[str, Cell, bool]]] = {
                       ("POOL", lambda rs: rs.spec.pool.name, False), ("AGE", age, False)],
     "ResourceClaim": [("STATE", resource_claim_state, False), ("AGE", age, False)],
     "ResourceClaimTemplate": [("AGE", age, False)],
+    "DeviceTaintRule": [("DRIVER", _rule_selector("driver"), False), ("POOL", _rule_selector("pool"), False),
+                        ("DEVICE", _rule_selector("device"), False), ("TAINT", _rule_taint, False),
+                        ("EFFECT", lambda r: r.spec.taint.effect, False),
+                        ("EVICTING", lambda r: _condition_status(r, "EvictionInProgress"), False), ("AGE", age, False)],
     "InferencePool": [("SELECTOR", pool_selector, False), ("PORTS", pool_ports, False),
                       ("EPP", endpoint_picker, False), ("AGE", age, False),
                       ("PROTOCOL", lambda p: p.spec.app_protocol, True), ("FAILURE MODE", _failure_mode, True)],

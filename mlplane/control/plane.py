@@ -22,6 +22,7 @@ from mlplane.api.errors import AlreadyExists
 from mlplane.api.kueue import Configuration
 from mlplane.api.meta import ObjectMeta
 from mlplane.control.apiserver import ApiServer
+from mlplane.control.controllers.devicetaint import DeviceTaintEvictionController
 from mlplane.control.controllers.job import JobController
 from mlplane.control.controllers.kueue import KueueController
 from mlplane.control.controllers.resourceclaim import ResourceClaimController
@@ -100,7 +101,8 @@ class ControlPlane:
                     pass
             self.apiserver.start()
             self._parts = [Scheduler(self.store), JobController(self.store, backoff_base=cfg.job_backoff),
-                           KueueController(self.store, config=cfg.kueue_config), ResourceClaimController(self.store)]
+                           KueueController(self.store, config=cfg.kueue_config), ResourceClaimController(self.store),
+                           DeviceTaintEvictionController(self.store)]
             if cfg.run_node:
                 self.agent = NodeAgent(self.store, self.data_dir, cfg.node_name, cpu=cfg.cpu, memory=cfg.memory,
                                        labels=cfg.node_labels, crash_backoff=cfg.crash_backoff,

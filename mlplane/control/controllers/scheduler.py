@@ -8,13 +8,13 @@ take); a chosen pod is *assumed* on its node at once, so the next cycle already 
 (PreBind, Bind: ``store.bind``), status writes and Events happen on a small pool of threads, so the
 durable writes of many pods share commits.
 
-Device plane (DRA): informers on DeviceClasses, ResourceSlices and ResourceClaims keep the
-snapshot's ``devices`` current for the DynamicResources plugin, and ``ClaimWriter`` is that
+Device plane (DRA): informers on DeviceClasses, ResourceSlices, ResourceClaims and
+DeviceTaintRules keep the snapshot's ``devices`` current for the DynamicResources plugin, and ``ClaimWriter`` is that
 plugin's PreBind, run first in every binding cycle: it writes each claim's
 ``status.allocation`` and adds the pod to ``status.reservedFor`` before the pod is bound
 (upstream's PreBind, bindClaim).
-Unschedulable pods are retried when a DeviceClass or ResourceSlice changes, or a claim is
-created, deleted or gives devices back.
+Unschedulable pods are retried when a DeviceClass or ResourceSlice changes, a DeviceTaintRule
+changes its spec or goes, or a claim is created, deleted or gives devices back.
 
 As kube-scheduler does (pkg/scheduler/schedule_one.go): a pod that fits nowhere gets
 ``PodScheduled=False`` reason ``Unschedulable`` with the diagnosis as message and a Warning Event
@@ -35,7 +35,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from mlplane.api.core import Node, Pod
-from mlplane.api.resource import DELETE_PROTECTION_FINALIZER, DeviceClass, ResourceClaim, ResourceSlice
+from mlplane.api.resource import (DELETE_PROTECTION_FINALIZER, DeviceClass, DeviceTaintRule, ResourceClaim,
+                                  ResourceSlice)
 from mlplane.api.errors import Conflict, NotFound
 from mlplane.api.meta import find_condition, set_condition
 from mlplane.control.runtime.events import EventRecorder
@@ -190,6 +191,7 @@ class Scheduler:
         self._classes = Informer(store, DeviceClass)
         self._slices = Informer(store, ResourceSlice)
         self._claims = Informer(store, ResourceClaim)
+        self._rules = Informer(store, DeviceTaintRule)
         self._pool = ThreadPoolExecutor(bind_workers, thread_name_prefix=f"{name}-bind")
         self._thread: threading.Thread | None = None
 
@@ -200,7 +202,8 @@ class Scheduler:
         self._classes.add_handler(self._on_class)
         self._slices.add_handler(self._on_slice)
         self._claims.add_handler(self._on_claim)
-        informers = (self._classes, self._slices, self._claims, self._nodes, self._pods)
+        self._rules.add_handler(self._on_rule)
+        informers = (self._classes, self._slices, self._rules, self._claims, self._nodes, self._pods)
         for informer in informers:
             informer.start()
         for informer in informers:
@@ -217,7 +220,7 @@ class Scheduler:
             self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        for informer in (self._nodes, self._pods, self._classes, self._slices, self._claims):
+        for informer in (self._nodes, self._pods, self._classes, self._slices, self._rules, self._claims):
             informer.stop()
         self._pool.shutdown(wait=True)
 
@@ -252,6 +255,16 @@ class Scheduler:
                 return
             self.snapshot.devices.set_slice(resource_slice)
             self._retry_unschedulable()
+
+    def _on_rule(self, type_: str, old: DeviceTaintRule | None, rule: DeviceTaintRule) -> None:
+        with self._cv:
+            if type_ == "DELETED":
+                self.snapshot.devices.remove_rule(rule.name)
+                self._retry_unschedulable()  # its devices may be usable again
+                return
+            self.snapshot.devices.set_rule(rule)
+            if old is not None and old.spec != rule.spec:
+                self._retry_unschedulable()
 
     def _on_claim(self, type_: str, old: ResourceClaim | None, claim: ResourceClaim) -> None:
         with self._cv:

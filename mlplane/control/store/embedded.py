@@ -591,6 +591,8 @@ class EmbeddedStore:
             return current
         if kind.has_status:
             obj.status = current.status
+        if kind.prepare_update:
+            kind.prepare_update(current, obj)
         if kind.update_errors:
             errors = kind.update_errors(current, obj)
             if errors:

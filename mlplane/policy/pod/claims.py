@@ -11,15 +11,19 @@ claim while it is in flight (PreBind adding its finalizer first, a label edit) k
 upstream's in-flight allocations do: its devices never look free between two writes.
 
 What the claims in use hold is kept claim by claim in an ``AllocationTracker``, and one
-``Allocator`` serves every cycle until a DeviceClass or ResourceSlice changes, so a cycle
-neither rebuilds the allocator nor re-reads every claim.
+``Allocator`` serves every cycle until a DeviceClass, ResourceSlice or DeviceTaintRule changes, so
+a cycle neither rebuilds the allocator nor re-reads every claim. DeviceTaintRules add their taint
+to the devices they select before the allocator sees the slices (``taints.apply_rules``, as
+upstream's slice tracker does), so an untolerated NoSchedule or NoExecute rule keeps new claims
+off those devices with the same reason as a taint in the slice.
 """
 
 from __future__ import annotations
 
-from mlplane.api.resource import DeviceClass, ResourceClaim, ResourceSlice
+from mlplane.api.resource import DeviceClass, DeviceTaintRule, ResourceClaim, ResourceSlice
 from mlplane.policy.device.allocator import Allocator
 from mlplane.policy.device.convert import AllocationTracker
+from mlplane.policy.device.taints import apply_rules
 
 
 class DeviceSnapshot:
@@ -28,6 +32,7 @@ class DeviceSnapshot:
     def __init__(self) -> None:
         self.classes: dict[str, DeviceClass] = {}
         self.slices: dict[str, ResourceSlice] = {}
+        self.rules: dict[str, DeviceTaintRule] = {}
         self._claims: dict[str, ResourceClaim] = {}
         self._assumed: dict[str, ResourceClaim] = {}  # key -> the claim as the scheduler assumes it
         self._in_use = AllocationTracker()
@@ -36,9 +41,12 @@ class DeviceSnapshot:
     def allocator(self) -> Allocator:
         """The allocator over the current classes and slices and the claims in use (assumed
         ones included); it sees claim changes at once and is rebuilt after a class or slice
-        changes. Raises what Allocator raises for invalid objects."""
+        changes (or a DeviceTaintRule). Raises what Allocator raises for invalid objects."""
         if self._allocator is None:
-            self._allocator = Allocator(self.device_classes(), self.resource_slices(), self._in_use.state,
+            slices = self.resource_slices()
+            if self.rules:
+                slices = apply_rules(slices, [self.rules[name] for name in sorted(self.rules)])
+            self._allocator = Allocator(self.device_classes(), slices, self._in_use.state,
                                         pool_versions=self._in_use.pool_versions)
         return self._allocator
 
@@ -90,6 +98,17 @@ class DeviceSnapshot:
     def remove_slice(self, name: str) -> None:
         self.slices.pop(name, None)
         self._allocator = None
+
+    def set_rule(self, rule: DeviceTaintRule) -> None:
+        old = self.rules.get(rule.name)
+        self.rules[rule.name] = rule
+        if old is None or old.spec != rule.spec or bool(old.metadata.deletion_timestamp) != bool(
+                rule.metadata.deletion_timestamp):
+            self._allocator = None  # a status-only change (the eviction controller's) keeps it
+
+    def remove_rule(self, name: str) -> None:
+        if self.rules.pop(name, None) is not None:
+            self._allocator = None
 
     def set_claim(self, claim: ResourceClaim) -> None:
         """The store's current copy; it ends an assumption made on an older copy."""
