@@ -681,3 +681,31 @@ def test_epp_follows_an_inference_pool_in_the_store(store):
             await b.server.close()
 
     run(main())
+
+
+def test_a_client_chosen_request_id_does_not_steer_ties():
+    """Review finding 12: the picker breaks ties with the EPP's own request id, not x-request-id."""
+    async def main():
+        async with harness(n=4, policy="default") as h:
+            picked = set()
+            for i in range(8):
+                s = h.stream()
+                header, _ = destination(await s.request(body(f"prompt number {i}"),
+                                                        headers={"x-request-id": "same-id"}))
+                picked.add(header.split(",")[0])
+                await s.respond()
+                await s.close()
+            assert len(picked) > 1
+            assert all(e.inflight == 0 and e.inflight_tokens == 0 for e in h.pool.endpoints)
+    run(main())
+
+
+def test_epp_objective_flag_is_validated():
+    """Review finding 15: --objective NAME=PRIORITY, errors name the flag."""
+    driver = ("import argparse, sys\n"
+              "from mlplane.cli.epp import add_parser\n"
+              "p = argparse.ArgumentParser(prog='mlplane'); add_parser(p.add_subparsers())\n"
+              "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n")
+    out = subprocess.run([sys.executable, "-c", driver, "epp", "--backend", "http://127.0.0.1:1",
+                          "--objective", "batch=x"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "--objective 'batch=x': the priority must be an integer" in out.stderr

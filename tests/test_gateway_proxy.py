@@ -18,7 +18,7 @@ from mlplane.gateway.metrics import GatewayMetrics
 from mlplane.gateway.pool import PoolRuntime
 from mlplane.gateway.proxy import SERVED_HEADER, Gateway
 from mlplane.net.http import Client, Response, StreamResponse, json_response, start_server
-from mlplane.policy.traffic.types import Endpoint
+from mlplane.policy.traffic.types import Decision, Endpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,6 +42,8 @@ class Backend:
         self.fail_status = None
         self.hang = None  # an Event: completions wait for it before answering
         self.streams_closed = 0
+        self.stream_type = "text/event-stream"
+        self.received = asyncio.Event()  # set when a completion request arrives
 
     async def start(self):
         self.server = await start_server(self.handle, "127.0.0.1", 0)
@@ -56,12 +58,15 @@ class Backend:
         if req.path == "/v1/models":
             return json_response(200, {"object": "list", "data": self.models})
         self.bodies.append(req.body)
+        self.headers = req.headers
+        self.received.set()
         if self.hang is not None:
             await self.hang.wait()
         if self.fail_status:
             return json_response(self.fail_status, {"error": {"message": "engine overloaded"}})
         if orjson.loads(req.body).get("stream"):
-            return StreamResponse(200, self.stream(), headers={"x-backend": self.name})
+            return StreamResponse(200, self.stream(), headers={"x-backend": self.name},
+                                  content_type=self.stream_type)
         return json_response(200, {"backend": self.name, "raw": req.body.decode()}, headers={"x-backend": self.name})
 
     async def stream(self):
@@ -82,6 +87,31 @@ class Backend:
 
     async def close(self):
         await self.server.close()
+
+
+async def until(condition, timeout=5.0):
+    """Wait (bounded) until ``condition()`` holds, checking as the loop runs."""
+    async def poll():
+        while not condition():
+            await asyncio.sleep(0.002)
+    await asyncio.wait_for(poll(), timeout)
+
+
+def assert_idle(pool):
+    """Nothing is left counted in flight at any endpoint."""
+    assert [(e.name, e.inflight, e.inflight_tokens) for e in pool.endpoints] == [
+        (e.name, 0, 0) for e in pool.endpoints]
+
+
+async def broken_head_server(reply):
+    """A raw TCP server that reads a request and answers ``reply`` bytes, then closes."""
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
 
 def dead_address():
@@ -210,21 +240,32 @@ def test_502_when_no_endpoint_can_be_reached():
             assert orjson.loads(body)["error"]["message"].startswith("no endpoint of pool default could be reached")
             assert h.metrics.failed.get(("default", "connect")) == 1
             assert all(not e.healthy and e.inflight == 0 for e in h.pool.endpoints)
+            assert SERVED_HEADER not in resp.headers
             resp, body = await h.post(COMPLETION)  # both are known down now
             assert resp.status == 503
+            assert_idle(h.pool)
 
     arun(main())
 
 
-def test_non_streaming_5xx_moves_on_to_another_endpoint():
+def test_a_5xx_answer_goes_to_the_client_without_a_retry():
+    """The backend ran the request: sending it again elsewhere could run it twice (retry only when
+    nothing reached the endpoint)."""
     async def main():
         bad, good = await Backend("bad").start(), await Backend("good").start()
         bad.fail_status = 503
         async with Harness([bad.address, good.address]) as h:
-            for _ in range(2):
-                resp, _ = await h.post(COMPLETION)
-                assert resp.status == 200 and resp.headers[SERVED_HEADER] == good.address
-            assert len(bad.bodies) == 1
+            statuses = {}
+            for _ in range(2):  # round-robin: one to each
+                resp, body = await h.post(COMPLETION)
+                statuses[resp.headers[SERVED_HEADER]] = resp.status
+                if resp.status == 503:
+                    assert orjson.loads(body)["error"]["message"] == "engine overloaded"  # the backend's answer
+            assert statuses == {bad.address: 503, good.address: 200}
+            assert len(bad.bodies) == 1 and len(good.bodies) == 1
+            assert h.metrics.retries.get(("default",)) == 0
+            assert h.metrics.failed.get(("default", "backend_error")) == 1
+            assert_idle(h.pool)
         await bad.close()
         await good.close()
 
@@ -244,7 +285,7 @@ def test_backend_dying_mid_stream_ends_the_client_stream():
             error = orjson.loads(body.split(b"\n\n")[1][len(b"data: "):])
             assert error["error"]["code"] == 502 and "broke off the stream" in error["error"]["message"]
             assert h.metrics.failed.get(("default", "stream_broken")) == 1
-            assert h.pool.endpoints[0].inflight == 0
+            assert_idle(h.pool)
         await a.close()
 
     arun(main())
@@ -263,6 +304,7 @@ def test_client_leaving_mid_stream_releases_the_backend_and_the_endpoint():
             while a.streams_closed == 0 or h.pool.endpoints[0].inflight:
                 await asyncio.sleep(0.005)  # the gateway drops its upstream connection; the backend sees it
             assert h.metrics.failed.get(("default", "client_gone")) == 1
+            assert_idle(h.pool)
         await a.close()
 
     arun(main())
@@ -331,6 +373,10 @@ def test_flow_control_queues_while_saturated_and_releases_when_load_drops():
             while h.pool.queued() == 0:  # the request reaches the queue
                 await asyncio.sleep(0.005)
             assert not waiting.done() and a.bodies == []
+            text = h.metrics.render().decode()  # GIE's flow control gauges, per priority band
+            assert 'inference_extension_flow_control_queue_size{inference_pool="default",priority="0"} 1' in text
+            assert (f'inference_extension_flow_control_queue_bytes{{inference_pool="default",priority="0"}} '
+                    f'{len(COMPLETION)}') in text
             a.waiting = 0
             await h.pool.scrape(h.pool.endpoints[0])  # fresh metrics: no longer saturated
             resp, body = await waiting
@@ -350,7 +396,8 @@ def test_504_when_the_backend_sends_no_response_head_in_time():
             assert resp.status == 504
             assert "sent no response in 0.3s" in orjson.loads(body)["error"]["message"]
             assert h.metrics.failed.get(("default", "timeout")) == 1
-            assert h.pool.endpoints[0].inflight == 0
+            assert SERVED_HEADER not in resp.headers  # the gateway made this answer: nothing was served
+            assert_idle(h.pool)
         a.hang.set()
         await a.close()
 
@@ -374,12 +421,12 @@ def test_metrics_and_models_endpoints():
             text = (await resp.read()).decode()
             for ep in (a, b):
                 assert f'mlplane_gateway_requests_total{{pool="default",endpoint="{ep.address}",code="200"}} 1' in text
-                assert (f'mlplane_gateway_ttft_seconds_count{{pool="default",endpoint="{ep.address}"}} 1'
-                        in text)
+                # non-streaming answers arrive whole: they count in the duration, not as a first token
+                assert f'mlplane_gateway_ttft_seconds_count{{pool="default",endpoint="{ep.address}"}}' not in text
                 assert (f'mlplane_gateway_request_duration_seconds_bucket{{pool="default",endpoint="{ep.address}",'
                         f'le="+Inf"}} 1' in text)
                 assert f'inference_pool_per_pod_queue_size{{model_server_pod="{ep.address}",name="default"}} 0' in text
-            assert 'mlplane_gateway_picker_duration_seconds_count{pool="default"} 2' in text
+            assert "inference_extension_scheduler_e2e_duration_seconds_count 2" in text  # GIE's name
             assert 'inference_pool_ready_pods{name="default"} 2' in text
             assert 'inference_pool_average_kv_cache_utilization{name="default"} 0.1' in text
             assert "# TYPE mlplane_gateway_shed_total counter" in text
@@ -664,3 +711,256 @@ def test_the_failure_mode_comes_from_the_inference_pool():
             assert not h.pool.fail_open
 
     arun(main())
+
+
+STREAM = b'{"model":"m","prompt":"x","stream":true}'
+
+
+def test_streaming_client_leaving_before_the_response_head_cancels_the_upstream_request():
+    """Review finding 1: the gateway notices the client leaving while it waits for the backend's head."""
+    async def main():
+        a = await Backend("a").start()
+        a.hang = asyncio.Event()
+        async with Harness([a.address], request_timeout=30) as h:  # no 504 while the test looks
+            call = asyncio.ensure_future(h.client.request("POST", h.address, "/v1/completions", {}, STREAM))
+            await a.received.wait()
+            call.cancel()  # the client hangs up while the backend holds its response head
+            await until(lambda: a.server.connections == 0)  # the gateway closed its upstream connection
+            await until(lambda: h.pool.endpoints[0].inflight == 0)
+            assert h.metrics.failed.get(("default", "client_gone")) == 1
+            assert h.metrics.requests.get(("default", a.address, "499")) == 1
+            assert_idle(h.pool)
+        a.hang.set()
+        await a.close()
+
+    arun(main())
+
+
+def test_streaming_client_gone_when_the_response_head_arrives_releases_the_endpoint():
+    """Review finding 1: the stream body was closed before it started, so its cleanup never ran."""
+    async def main():
+        a = await Backend("a").start()
+        a.hang = asyncio.Event()
+        a.gates = [asyncio.Event(), asyncio.Event()]
+        async with Harness([a.address]) as h:
+            h.gateway.watch_after = 60.0  # the gateway does not look until the head is in
+            call = asyncio.ensure_future(h.client.request("POST", h.address, "/v1/completions", {}, STREAM))
+            await a.received.wait()
+            call.cancel()  # the client hangs up while the backend holds its response head
+            await until(lambda: h.server.connections == 0)
+            a.hang.set()  # the head comes back to a gateway whose client is gone
+            await until(lambda: a.streams_closed == 1)  # the gateway dropped the upstream connection
+            await until(lambda: h.pool.endpoints[0].inflight == 0)
+            assert h.metrics.failed.get(("default", "client_gone")) == 1
+            assert h.metrics.requests.get(("default", a.address, "499")) == 1
+            assert_idle(h.pool)
+        await a.close()
+
+    arun(main())
+
+
+def test_a_broken_response_head_is_a_502_and_releases_the_endpoint():
+    """Review finding 2: the backend got the request, so no retry; the client gets a 502 that says why."""
+    async def main():
+        server, address = await broken_head_server(b"HTTP/1.1 200 OK\r\nContent-Le")
+        live = await Backend("live").start()
+        async with Harness([address, live.address]) as h:
+            h.pool.picker.pick = lambda request, endpoints, now: Decision(
+                [e for e in endpoints if e.address == address] + [e for e in endpoints if e.address != address])
+            resp, body = await h.post(COMPLETION)
+            assert resp.status == 502
+            message = orjson.loads(body)["error"]["message"]
+            assert message.startswith(f"endpoint {address} of pool default sent a broken response head"), message
+            assert SERVED_HEADER not in resp.headers
+            assert live.bodies == []  # not sent twice
+            assert_idle(h.pool)
+        server.close()
+        await live.close()
+
+    arun(main())
+
+
+def test_an_unexpected_error_after_the_pick_releases_the_endpoint():
+    """Review finding 2, safety net: whatever escapes the forwarding, nothing stays counted in flight."""
+    async def main():
+        a = await Backend("a").start()
+        async with Harness([a.address]) as h:
+            def broken(request, endpoint):
+                raise RuntimeError("hook bug")
+
+            h.pool.first_token = broken
+            resp, body = await h.post(COMPLETION)
+            assert resp.status == 500
+            assert_idle(h.pool)
+        await a.close()
+
+    arun(main())
+
+
+def test_a_non_sse_stream_breaking_mid_body_breaks_the_client_connection():
+    """Review finding 3: without an in-band error format the client must see a broken body, not a
+    complete one."""
+    from mlplane.net.http import ResponseError
+
+    async def main():
+        a = await Backend("a").start()
+        a.stream_type = "application/x-ndjson"
+        a.die_after = 1
+        async with Harness([a.address]) as h:
+            resp = await h.client.request("POST", h.address, "/v1/completions", {}, STREAM)
+            assert resp.status == 200
+            got = []
+            try:
+                async for chunk in resp.iter_chunks():
+                    got.append(chunk)
+                raise AssertionError(f"the body ended normally: {got}")
+            except ResponseError:
+                pass
+            assert got == [b'data: {"n": 0}\n\n']
+            assert h.metrics.failed.get(("default", "stream_broken")) == 1
+            assert_idle(h.pool)
+        await a.close()
+
+    arun(main())
+
+
+def test_non_streaming_client_leaving_cancels_the_upstream_request():
+    """Review finding 4: the backend must not keep working for a client that left."""
+    async def main():
+        a = await Backend("a").start()
+        a.hang = asyncio.Event()
+        async with Harness([a.address], request_timeout=30) as h:  # no 504 while the test looks
+            call = asyncio.ensure_future(h.post(COMPLETION))
+            await a.received.wait()
+            call.cancel()  # the client hangs up while the backend works
+            await until(lambda: a.server.connections == 0)  # the gateway closed its upstream connection
+            await until(lambda: h.pool.endpoints[0].inflight == 0)
+            assert h.metrics.failed.get(("default", "client_gone")) == 1
+            assert h.metrics.requests.get(("default", a.address, "499")) == 1
+            assert_idle(h.pool)
+            a.hang.set()
+            resp, _ = await h.post(COMPLETION)  # the gateway goes on serving
+            assert resp.status == 200
+            assert_idle(h.pool)
+        await a.close()
+
+    arun(main())
+
+
+def test_a_queued_request_cancelled_right_after_its_release_is_not_left_counted():
+    """Review finding 5: flow control released the request (counted as sent) and its task was cancelled
+    before it resumed."""
+    from mlplane.policy.traffic.request import parse_request
+
+    async def main():
+        a = await Backend("a", waiting=50).start()
+        async with Harness([a.address], flow_control=True) as h:
+            await h.pool.scrape(h.pool.endpoints[0])  # saturated: the request queues
+            request = parse_request("/v1/completions", COMPLETION, {}, request_id="r")
+            waiting = asyncio.ensure_future(h.pool.acquire(request))
+            await until(lambda: h.pool.queued() == 1)
+            a.waiting = 0
+            await h.pool.scrape(h.pool.endpoints[0])  # releases it: on_sent counted it at the endpoint
+            assert h.pool.endpoints[0].inflight == 1
+            waiting.cancel()  # ... and the waiting task is cancelled before it resumes
+            try:
+                await waiting
+                raise AssertionError("expected CancelledError")
+            except asyncio.CancelledError:
+                pass
+            assert h.pool.queued() == 0
+            assert_idle(h.pool)
+        await a.close()
+
+    arun(main())
+
+
+def test_a_picker_failing_on_a_retry_ends_the_retries_cleanly():
+    """Review finding 7: the second pick (after a refused connection) raising must not leak the request."""
+    async def main():
+        async with Harness([dead_address(), dead_address()]) as h:
+            calls = []
+
+            def pick(request, endpoints, now):
+                calls.append(1)
+                if len(calls) > 1:
+                    raise RuntimeError("scorer bug")
+                return Decision([endpoints[0]])  # no fallbacks: the retry asks the picker again
+
+            h.pool.picker.pick = pick
+            resp, body = await h.post(COMPLETION)
+            assert resp.status == 502
+            assert orjson.loads(body)["error"]["message"].startswith("no endpoint of pool default could be reached")
+            assert len(calls) == 2
+            assert_idle(h.pool)
+
+    arun(main())
+
+
+def test_an_endpoint_refusing_connections_loses_its_prefix_affinity():
+    """Review finding 8: a refused connection usually means a restarted server with an empty cache."""
+    async def main():
+        dead = dead_address()
+        async with Harness([dead], policy="default") as h:
+            resp, _ = await h.post(COMPLETION)
+            assert resp.status == 502
+            assert dead not in set(h.pool.picker.index.endpoints())
+            assert_idle(h.pool)
+
+    arun(main())
+
+
+def test_a_client_chosen_request_id_does_not_steer_ties():
+    """Review finding 12: ties are broken by the gateway's own request id; x-request-id is forwarded."""
+    async def main():
+        backends = [await Backend(n).start() for n in "abcd"]
+        async with Harness([b.address for b in backends], policy="default", scrape=True) as h:
+            served = set()
+            for i in range(8):
+                resp, body = await h.post(orjson.dumps({"model": "m", "prompt": f"prompt number {i}"}),
+                                          headers={"x-request-id": "same-id"})
+                assert resp.status == 200
+                served.add(orjson.loads(body)["backend"])
+            assert len(served) > 1
+            assert all(b.headers.get("x-request-id") == "same-id" for b in backends if b.bodies)
+        for b in backends:
+            await b.close()
+
+    arun(main())
+
+
+def test_only_listed_adapters_count_as_lora():
+    """Review finding 13: an unknown model name is not a LoRA adapter."""
+    async def main():
+        a = await Backend("a", models=["m", {"id": "sql-lora", "object": "model", "parent": "m"}]).start()
+        async with Harness([a.address], scrape=True) as h:
+            assert h.pool.is_adapter("sql-lora")
+            assert not h.pool.is_adapter("m") and not h.pool.is_adapter("no-such-model")
+        await a.close()
+
+    arun(main())
+
+
+def test_objective_flag_gives_priorities_to_static_backends():
+    """Review finding 15: --objective NAME=PRIORITY makes shedding reachable without a store."""
+    import subprocess
+
+    from mlplane.gateway.app import apply_pool_update, make_pool
+    from mlplane.gateway.extproc import EppConfig, _gateway_config
+
+    async def main():
+        async with Client() as client:
+            pool = make_pool("default", GatewayConfig(backends=["127.0.0.1:1"], objectives={"batch": -1}), client)
+            assert pool.priority("batch") == -1 and pool.priority("other") == 0
+            apply_pool_update(pool, [], {"chat": 5})  # objectives from the store add to the flag's
+            assert pool.priority("batch") == -1 and pool.priority("chat") == 5
+
+    arun(main())
+    assert _gateway_config(EppConfig(backends=["127.0.0.1:1"], objectives={"batch": -1})).objectives == {"batch": -1}
+    code = ("import argparse, sys; from mlplane.cli.gateway import add_parser; p = argparse.ArgumentParser(); "
+            "sub = p.add_subparsers(); add_parser(sub); args = p.parse_args(sys.argv[1:]); sys.exit(args.func(args))")
+    for value, message in (("batch", "--objective 'batch': expected NAME=PRIORITY"),
+                           ("batch=low", "--objective 'batch=low': the priority must be an integer")):
+        out = subprocess.run([sys.executable, "-c", code, "gateway", "--backend", "127.0.0.1:1", "--objective", value],
+                             capture_output=True, text=True, cwd=ROOT, timeout=30)
+        assert out.returncode == 1 and message in out.stderr, out.stderr

@@ -128,10 +128,14 @@ def test_sheddable_requests_are_rejected_when_saturated():
     assert off.admit(req("chat", priority=0), BUSY, NOW) == "dispatch"  # no flow control: send anyway
 
 
-def test_fail_open_when_no_endpoint_ever_reported_metrics():
+def test_fail_closed_when_no_endpoint_ever_reported_metrics():
     never = [ep("a", updated_at=float("-inf")), ep("b", updated_at=float("-inf"))]
-    assert FlowController().admit(req("r"), never, NOW) == "queue"  # fail closed: no metrics = saturated
-    assert FlowController(FlowConfig(fail_open=True)).admit(req("r"), never, NOW) == "dispatch"
+    assert FlowController().admit(req("r"), never, NOW) == "queue"  # no metrics = saturated
+    try:  # the pool's failureMode decides FailOpen; flow control has no switch of its own
+        FlowConfig.from_dict({"failOpen": True})
+        raise AssertionError("failOpen should be unknown")
+    except ValueError as e:
+        assert str(e).startswith("flowControl.failOpen: unknown field")
 
 
 def test_cancelled_items_leave_the_queue():

@@ -42,6 +42,9 @@ def add_picker_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="an EndpointPickerConfig (llm-d.ai/v1alpha1) YAML file")
     p.add_argument("--flow-control", action="store_true",
                    help="queue requests by priority while the pool is saturated (llm-d flow control)")
+    p.add_argument("--objective", action="append", default=[], metavar="NAME=PRIORITY",
+                   help="an InferenceObjective's priority, named by header x-llm-d-inference-objective "
+                        "(repeatable; negative = sheddable: 429 while the pool is saturated)")
     p.add_argument("--scrape-interval", type=float, default=0.05, metavar="SECONDS",
                    help="how often each model server's /metrics is read (default 0.05)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
@@ -61,6 +64,7 @@ def picker_settings(args: argparse.Namespace) -> dict:
         except OSError as e:
             raise ValueError(f"--config {args.config}: {e.strerror or e}") from None
     return dict(backends=args.backend, config_text=config_text, flow_control=args.flow_control,
+                objectives=parse_objectives(args.objective),
                 server=args.server or os.environ.get("MLPLANE_SERVER") or f"http://127.0.0.1:{DEFAULT_API_PORT}",
                 token=args.token or os.environ.get("MLPLANE_TOKEN"), policy=args.policy or "default",
                 scrape_interval=args.scrape_interval)
@@ -90,3 +94,18 @@ def serve(run: Callable, make_config: Callable, busy: str) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def parse_objectives(values: list[str]) -> dict[str, int]:
+    """``--objective NAME=PRIORITY`` values -> {name: priority}; ValueError naming the flag."""
+    out: dict[str, int] = {}
+    for v in values:
+        name, sep, prio = v.partition("=")
+        name, prio = name.strip(), prio.strip()
+        if not sep or not name:
+            raise ValueError(f"--objective {v!r}: expected NAME=PRIORITY (e.g. batch=-1)")
+        try:
+            out[name] = int(prio)
+        except ValueError:
+            raise ValueError(f"--objective {v!r}: the priority must be an integer") from None
+    return out

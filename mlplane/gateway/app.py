@@ -35,6 +35,7 @@ class GatewayConfig:
     flow_control: bool = False
     scrape_interval: float = 0.05
     request_timeout: float = REQUEST_TIMEOUT
+    objectives: dict[str, int] = field(default_factory=dict)  # --objective NAME=PRIORITY, for every pool
 
 
 def backend_address(url: str) -> str:
@@ -96,7 +97,7 @@ def make_pool(name: str, cfg: GatewayConfig, client: Client, metrics: GatewayMet
     """A PoolRuntime for one pool with the configured policy, flow control and scrape interval."""
     picker, flow, detector = make_policy(cfg)
     return PoolRuntime(name, picker, client, flow=flow, detector=detector, scrape_interval=cfg.scrape_interval,
-                       metrics=metrics)
+                       objectives=cfg.objectives, metrics=metrics)
 
 
 def validate(cfg: GatewayConfig) -> None:

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Iterable
 
@@ -40,7 +40,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, struct_pb2
 
-from mlplane.gateway.metrics import GatewayMetrics
+from mlplane.gateway.metrics import GatewayMetrics, add_flow_gauges
 from mlplane.gateway.pool import NoEndpoints, PickError, PoolRuntime
 from mlplane.policy.traffic.request import OBJECTIVE_HEADERS, PATHS, BadRequest, header, parse_request
 from mlplane.policy.traffic.types import Decision, Endpoint, InferenceRequest
@@ -54,7 +54,6 @@ DESTINATION_KEY = "x-gateway-destination-endpoint"
 SERVED_KEY = "x-gateway-destination-endpoint-served"
 SUBSET_NAMESPACE = "envoy.lb.subset_hint"
 SUBSET_KEY = "x-gateway-destination-endpoint-subset"
-REQUEST_ID_HEADER = "x-request-id"
 
 # Envoy limits one streamed body message; the reference EPP cuts bodies into chunks below 64 KiB.
 BODY_CHUNK = 62_000
@@ -171,6 +170,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
         self.metrics = metrics or pool.metrics or GatewayMetrics()
         self.default_mode = BODY_MODES[body_mode]
         self.streams = 0  # streams open now
+        self._ids = itertools.count(1)
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ProcessingResponse]:
@@ -264,7 +264,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
     async def _route(self, ex: _Exchange, *, with_body: bool, end_of_stream: bool) -> list[pb.ProcessingResponse]:
         """Parse, pick and answer with the destination; or answer with an immediate error."""
         pool = self.pool
-        request_id = ex.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = f"epp-{next(self._ids)}"  # ours: a client-chosen x-request-id must not steer tie-breaks
         path = ex.headers.get(":path", "").partition("?")[0]
         body = bytes(ex.body)
         ex.body = bytearray()
@@ -273,7 +273,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
                 request = parse_request(path, body, ex.headers, request_id=request_id)
             except BadRequest as e:
                 return self._error(400, "bad_request", str(e))
-            if pool.base and request.model not in pool.base:
+            if pool.is_adapter(request.model):
                 request.lora = request.model
         else:  # no body, or not an inference API: routed on load alone
             request = InferenceRequest(id=request_id, model="", prompt="", prompt_tokens=0,
@@ -513,6 +513,7 @@ class EppConfig:
     flow_control: bool = False
     scrape_interval: float = 0.05
     body_mode: str = "full-duplex"
+    objectives: dict[str, int] = field(default_factory=dict)  # --objective NAME=PRIORITY
 
 
 def _gateway_config(cfg: EppConfig):
@@ -520,7 +521,8 @@ def _gateway_config(cfg: EppConfig):
 
     return GatewayConfig(backends=cfg.backends, pools=[cfg.pool] if cfg.pool else [], server=cfg.server,
                          token=cfg.token, policy=cfg.policy, config_text=cfg.config_text,
-                         flow_control=cfg.flow_control, scrape_interval=cfg.scrape_interval)
+                         flow_control=cfg.flow_control, scrape_interval=cfg.scrape_interval,
+                         objectives=cfg.objectives)
 
 
 def validate(cfg: EppConfig) -> None:
@@ -569,6 +571,7 @@ async def serve_epp(cfg: EppConfig, *, on_ready: Callable[[str], None] | None = 
 
         watcher = PoolWatcher(store, ns, name, on_change).start()
         await asyncio.to_thread(watcher.wait_synced, 10.0)
+    add_flow_gauges(metrics.registry, [pool])
     synced = watcher.wait_synced if watcher is not None else None
     await pool.start()
     http = None

@@ -2,10 +2,12 @@
 label-value tuples (one dict update per event on the request path) and written in the text
 exposition format 0.0.4 when ``/metrics`` is read.
 
-Request series are ``mlplane_gateway_*``; the pool gauges use GIE's EPP names and labels
-(``inference_pool_ready_pods{name}``, ``inference_pool_average_queue_size{name}``,
-``inference_pool_average_kv_cache_utilization{name}``, ``inference_pool_average_running_requests{name}``,
-``inference_pool_per_pod_queue_size{model_server_pod,name}``) so dashboards made for the EPP read them.
+Request series are ``mlplane_gateway_*``; the picker's decision time, the flow control queue and the pool
+gauges use GIE's EPP names (``inference_extension_scheduler_e2e_duration_seconds``,
+``inference_extension_flow_control_queue_size`` / ``_queue_bytes``, ``inference_pool_ready_pods{name}``,
+``inference_pool_average_queue_size{name}``, ``inference_pool_average_kv_cache_utilization{name}``,
+``inference_pool_average_running_requests{name}``, ``inference_pool_per_pod_queue_size{model_server_pod,name}``)
+so dashboards made for the EPP read them.
 """
 
 from __future__ import annotations
@@ -179,16 +181,17 @@ class GatewayMetrics:
             ("pool", "endpoint", "code")))
         self.ttft = r.add(Histogram(
             "mlplane_gateway_ttft_seconds",
-            "Time from receiving a request to the first response body byte from the model server.",
+            "Time from receiving a streaming request to the first response body chunk from the model server "
+            "(streaming requests only: a non-streaming answer arrives whole, see the request duration).",
             ("pool", "endpoint"), TTFT_BUCKETS))
         self.duration = r.add(Histogram(
             "mlplane_gateway_request_duration_seconds",
             "Time from receiving a request to the end of its response.",
             ("pool", "endpoint"), DURATION_BUCKETS))
         self.picker = r.add(Histogram(
-            "mlplane_gateway_picker_duration_seconds",
-            "Time the endpoint picker took to decide.",
-            ("pool",), PICKER_BUCKETS))
+            "inference_extension_scheduler_e2e_duration_seconds",
+            "End-to-end scheduling latency: the time the endpoint picker took to decide.",
+            (), PICKER_BUCKETS))
         self.shed = r.add(Counter(
             "mlplane_gateway_shed_total",
             "Sheddable requests rejected with 429 because the pool was saturated.",
@@ -200,8 +203,24 @@ class GatewayMetrics:
             ("pool", "reason")))
         self.retries = r.add(Counter(
             "mlplane_gateway_retries_total",
-            "Requests sent again to another endpoint because the first attempt got no response.",
+            "Requests sent to another endpoint because the endpoint tried could not be reached (nothing was "
+            "sent to it).",
             ("pool",)))
 
     def render(self) -> bytes:
         return self.registry.render()
+
+
+def add_flow_gauges(registry: Registry, pools: Sequence) -> None:
+    """GIE's flow control gauges, per pool and priority band, read from each pool's FlowController."""
+
+    def bands(i: int):
+        return lambda: [((p.name, str(prio)), sizes[i]) for p in pools if p.flow is not None
+                        for prio, sizes in p.flow.band_sizes().items()]
+
+    registry.add(Gauge("inference_extension_flow_control_queue_size",
+                       "Requests waiting in the flow control queue, by pool and priority.",
+                       ("inference_pool", "priority"), bands(0)))
+    registry.add(Gauge("inference_extension_flow_control_queue_bytes",
+                       "Bytes of the request bodies waiting in the flow control queue, by pool and priority.",
+                       ("inference_pool", "priority"), bands(1)))

@@ -84,12 +84,14 @@ class PoolRuntime:
         self.scrape_interval = scrape_interval
         self.scrape_timeout = scrape_timeout if scrape_timeout is not None else max(1.0, 20 * scrape_interval)
         self.models_interval = models_interval
-        self.objectives: dict[str, int] = dict(objectives or {})
+        self.flag_objectives: dict[str, int] = dict(objectives or {})  # given at start (--objective)
+        self.objectives: dict[str, int] = dict(self.flag_objectives)
         self.metrics = metrics
         self.clock = clock
         self.endpoints: list[Endpoint] = []
         self.models: dict[str, list[dict]] = {}  # endpoint name -> model cards from its /v1/models
         self.base: frozenset[str] = frozenset()  # base model ids (cards without a parent) of all endpoints
+        self.adapters: frozenset[str] = frozenset()  # LoRA adapter ids (cards with a parent) of all endpoints
         self._tasks: dict[str, asyncio.Task] = {}
         self._started = False
         self._ready: list[Endpoint] | None = None  # healthy endpoints, rebuilt after any change
@@ -135,7 +137,8 @@ class PoolRuntime:
         self._changed()
 
     def set_objectives(self, objectives: Mapping[str, int]) -> None:
-        self.objectives = dict(objectives)
+        """The pool's InferenceObjectives (name -> priority), on top of those given at start."""
+        self.objectives = {**self.flag_objectives, **objectives}
 
     def priority(self, objective: str | None) -> int:
         """The priority of the named InferenceObjective (0 when unnamed or unknown, as in llm-d)."""
@@ -149,6 +152,7 @@ class PoolRuntime:
     def _models_changed(self) -> None:
         cards = [c for cs in self.models.values() for c in cs]
         self.base = frozenset(c["id"] for c in cards if not c.get("parent"))
+        self.adapters = frozenset(c["id"] for c in cards if c.get("parent"))
         self._known = frozenset(c["id"] for c in cards)
         self._ready = None
 
@@ -186,12 +190,20 @@ class PoolRuntime:
                 seen.setdefault(card["id"], card)
         return list(seen.values())
 
+    def is_adapter(self, model: str) -> bool:
+        """Whether some endpoint lists ``model`` as a LoRA adapter (a model card with a parent)."""
+        return model in self.adapters
+
     def serves(self, model: str) -> bool:
         """Whether an endpoint of the pool (ready or not) lists ``model``."""
         return model in self._known
 
     def mark_failed(self, endpoint: Endpoint, why: str = "") -> None:
-        """A connection to ``endpoint`` failed: leave it out until a scrape succeeds again."""
+        """A connection to ``endpoint`` failed: leave it out until a scrape succeeds again, and forget the
+        prompt prefixes it held (a server that refuses connections has usually restarted, cache empty)."""
+        index = getattr(self.picker, "index", None)
+        if index is not None:
+            index.remove_endpoint(endpoint.name)
         if endpoint.healthy:
             endpoint.healthy = False
             log.warning("pool %s: endpoint %s (%s) is unhealthy: %s", self.name, endpoint.name,
@@ -257,7 +269,7 @@ class PoolRuntime:
             self._rotation += 1
             decision = Decision([candidates[self._rotation % len(candidates)]], reason="picker failed: FailOpen")
         if self.metrics is not None:
-            self.metrics.picker.observe(self._metrics_key, time.perf_counter() - t0)
+            self.metrics.picker.observe((), time.perf_counter() - t0)
         if not decision.endpoints:
             why = f": {decision.reason}" if decision.reason else ""
             raise NoEndpoints(f"no ready endpoints in pool {self.name}{why}")
@@ -282,6 +294,9 @@ class PoolRuntime:
             return await waiter.future
         except asyncio.CancelledError:
             self.flow.cancel(waiter)
+            fut = waiter.future
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.done(request, fut.result().endpoints[0], False)  # released, then cancelled: undo on_sent
             if watch is not None and watch.done() and not watch.cancelled():
                 raise ClientGone("the client went away while its request waited in the queue") from None
             raise
@@ -328,7 +343,11 @@ class PoolRuntime:
         candidates = [e for e in self.candidates(request.model) if id(e) not in skip]
         if not candidates:
             return []
-        return self.picker.pick(request, candidates, self.clock()).endpoints
+        try:
+            return self.picker.pick(request, candidates, self.clock()).endpoints
+        except Exception:  # noqa: BLE001 - a picker bug ends the retries, not the request's bookkeeping
+            log.exception("pool %s: the endpoint picker failed on a retry", self.name)
+            return []
 
     def retarget(self, request: InferenceRequest, old: Endpoint, new: Endpoint) -> None:
         """The request moved from ``old`` (nothing came back) to ``new``."""
@@ -343,6 +362,19 @@ class PoolRuntime:
         self.picker.on_done(request, endpoint, self.clock(), ok)
         if self._waiting:
             self.release()
+
+    def release_all(self, request: InferenceRequest) -> None:
+        """Count ``request`` done (failed) at every endpoint it is still counted at."""
+        sent = request.state.get("sent")
+        if not sent:
+            return
+        by_name = {e.name: e for e in self.endpoints}
+        for name in list(sent):
+            e = by_name.get(name)
+            if e is not None:
+                self.done(request, e, False)
+            else:
+                sent.pop(name, None)
 
     def queued(self) -> int:
         """Requests waiting in the flow control queue."""

@@ -2,11 +2,12 @@
 picker, plus ``/v1/models``, ``/health`` and ``/metrics``.
 
 A request body is parsed once (orjson, for the picker) and forwarded byte for byte. The chosen endpoint
-and its fallbacks are tried in order while nothing has come back from them (connection refused, or
-closed before any response byte; a non-streaming request also moves on after a 5xx answer), then the
-pool is asked once more for endpoints not tried yet. Streams are relayed chunk by chunk as they arrive;
-a backend that breaks off mid-stream ends the client's stream with an SSE error event. Every answer
-carries ``x-gateway-destination-endpoint-served: ip:port`` when an endpoint served it.
+and its fallbacks are tried in order while nothing has reached them (connection refused, or closed
+before any response byte), then the pool is asked once more for endpoints not tried yet; an answer,
+5xx included, goes to the client as it is. Streams are relayed chunk by chunk as they arrive; a backend
+that breaks off mid-stream ends the client's SSE stream with an error event (other bodies: the
+connection is broken off). A client that goes away cancels its upstream request. Answers from an
+endpoint carry ``x-gateway-destination-endpoint-served: ip:port``; errors the gateway makes do not.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import orjson
 
-from mlplane.gateway.metrics import CONTENT_TYPE, Gauge, GatewayMetrics
+from mlplane.gateway.metrics import CONTENT_TYPE, Gauge, GatewayMetrics, add_flow_gauges
 from mlplane.gateway.pool import PickError, PoolRuntime
 from mlplane.net.http import (
     Client,
@@ -40,6 +41,7 @@ log = logging.getLogger("mlplane.gateway")
 SERVED_HEADER = "x-gateway-destination-endpoint-served"
 REQUEST_TIMEOUT = 300.0  # seconds to wait for a response head, and for each piece of a body (Envoy advice)
 MAX_ATTEMPTS = 5  # endpoints tried per request
+WATCH_AFTER = 0.02  # seconds a request waits for its response before the gateway watches for the client leaving
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and the framing headers the client and server set themselves.
 _HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
@@ -53,6 +55,64 @@ def _error(status: int, message: str) -> Response:
     return error_response(status, message, _ERROR_TYPES.get(status, "error"))
 
 
+class _Body:
+    """A stream body that runs ``abandon`` when it is closed before its first chunk was asked for (an
+    async generator that never started skips its ``finally`` on ``aclose``)."""
+
+    __slots__ = ("_gen", "_abandon", "_started")
+
+    def __init__(self, gen: AsyncIterator[bytes], abandon) -> None:
+        self._gen = gen
+        self._abandon = abandon
+        self._started = False
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    def __anext__(self):
+        self._started = True
+        return self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        if not self._started:
+            self._started = True
+            self._abandon()
+        await self._gen.aclose()
+
+
+class _Watch:
+    """Cancels the current task when the client of ``req`` goes away; watching starts only once the
+    request has waited ``delay`` seconds (no task for the quick ones). ``stop()`` when done."""
+
+    __slots__ = ("_req", "_task", "_timer", "_waiter", "fired")
+
+    def __init__(self, req: Request, delay: float) -> None:
+        self._req = req
+        self._task = asyncio.current_task()
+        self._waiter: asyncio.Future | None = None
+        self.fired = False
+        self._timer = asyncio.get_running_loop().call_later(delay, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        if self._task is not None:
+            self._waiter = asyncio.ensure_future(self._req.disconnected.wait())
+            self._waiter.add_done_callback(self._fire)
+
+    def _fire(self, waiter: asyncio.Future) -> None:
+        task = self._task
+        if task is not None and not waiter.cancelled():
+            self.fired = True
+            task.cancel()
+
+    def stop(self) -> None:
+        self._task = None  # a callback already scheduled must not cancel what the task does next
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._waiter is not None:
+            self._waiter.cancel()
+
+
 class Gateway:
     """Routes inference requests over one or more pools; ``handle`` is the HTTP handler."""
 
@@ -64,6 +124,7 @@ class Gateway:
         self.client = client
         self.metrics = metrics or GatewayMetrics()
         self.request_timeout = request_timeout
+        self.watch_after = WATCH_AFTER
         self._ids = itertools.count(1)
         self._codes = {c: str(c) for c in range(100, 600)}
         self._add_pool_gauges()
@@ -104,8 +165,7 @@ class Gateway:
         metrics = self.metrics
         headers = req.headers
         try:
-            request = parse_request(req.path, req.body, headers,
-                                    request_id=headers.get("x-request-id") or f"gw-{next(self._ids)}")
+            request = parse_request(req.path, req.body, headers, request_id=f"gw-{next(self._ids)}")
         except BadRequest as e:
             label = self.pools[0].name if len(self.pools) == 1 else ""
             metrics.failed.inc((label, "bad_request"))
@@ -115,8 +175,7 @@ class Gateway:
         objective = header(headers, OBJECTIVE_HEADERS)
         if objective:
             request.priority = pool.priority(objective)
-        base = pool.base
-        if base and request.model not in base:
+        if pool.is_adapter(request.model):
             request.lora = request.model
         try:
             decision = await pool.acquire(request, lambda: req.disconnected)
@@ -124,65 +183,80 @@ class Gateway:
             metrics.failed.inc((pool.name, e.reason))
             metrics.requests.inc((pool.name, "", self._codes[e.status]))
             return _error(e.status, str(e))
-        return await self._forward(req, pool, request, decision.endpoints, t0)
+        try:
+            return await self._forward(req, pool, request, decision.endpoints, t0)
+        except BaseException:  # a bug or a cancellation: nothing may stay counted in flight
+            pool.release_all(request)
+            raise
 
     async def _forward(self, req: Request, pool: PoolRuntime, request: InferenceRequest,
                        endpoints: list[Endpoint], t0: float) -> Response | StreamResponse:
         metrics = self.metrics
         fwd = {k: v for k, v in req.headers.items() if k not in _HOP}
+        resp: ClientResponse | None = None
+        last_error = ""
         tried: list[Endpoint] = []
         queue = list(endpoints)
         ep = queue.pop(0)
         repicked = False
-        last_error = ""
-        while True:
-            tried.append(ep)
-            try:
-                resp = await self.client.request("POST", ep.address, req.path, fwd, req.body,
-                                                 timeout=self.request_timeout, read_timeout=self.request_timeout)
-            except ConnectError as e:  # nothing reached the endpoint: safe to send elsewhere
-                pool.mark_failed(ep, str(e))
-                last_error = str(e)
-                resp = None
-            except asyncio.TimeoutError:  # the endpoint may be working on it: do not send it twice
-                pool.done(request, ep, False)
-                return self._failed(pool, ep, 504, "timeout",
-                                    f"endpoint {ep.address} of pool {pool.name} sent no response in "
-                                    f"{self.request_timeout:g}s")
-            if resp is not None and (request.stream or resp.status < 500):
-                break
-            body = b""
-            if resp is not None:  # a whole 5xx answer to a non-streaming request: another endpoint may do
-                try:
-                    body = await resp.read()
-                except (ResponseError, asyncio.TimeoutError):
-                    pass
-                last_error = f"endpoint {ep.address} answered HTTP {resp.status}"
-            nxt = self._next(pool, request, queue, tried, repicked) if len(tried) < MAX_ATTEMPTS else None
-            if nxt is None:
-                if resp is not None:
-                    return self._complete(pool, request, ep, resp, body, t0, ok=False)
-                pool.done(request, ep, False)
-                return self._failed(pool, None, 502, "connect",
-                                    f"no endpoint of pool {pool.name} could be reached: {last_error}")
-            new, repicked = nxt
-            metrics.retries.inc((pool.name,))
-            pool.retarget(request, ep, new)
-            ep = new
-
-        if request.stream and resp.status < 300:
-            out = self._response_headers(resp, ep)
-            return StreamResponse(resp.status, self._relay(pool, request, ep, resp, t0), out,
-                                  content_type=None)
+        watch = _Watch(req, self.watch_after)  # nothing else notices a client leaving while the handler waits
         try:
-            pool.first_token(request, ep)
-            metrics.ttft.observe((pool.name, ep.name), time.perf_counter() - t0)
-            body = await resp.read()
-        except (ResponseError, asyncio.TimeoutError) as e:
-            pool.done(request, ep, False)
-            return self._failed(pool, ep, 502, "backend_error",
-                                f"endpoint {ep.address} of pool {pool.name} broke off its response: {e}")
-        return self._complete(pool, request, ep, resp, body, t0, ok=resp.status < 500)
+            while True:
+                tried.append(ep)
+                try:
+                    resp = await self.client.request("POST", ep.address, req.path, fwd, req.body,
+                                                     timeout=self.request_timeout,
+                                                     read_timeout=self.request_timeout)
+                    break
+                except ConnectError as e:  # nothing reached the endpoint: safe to send elsewhere
+                    pool.mark_failed(ep, str(e))
+                    last_error = str(e)
+                except asyncio.TimeoutError:  # the endpoint may be working on it: do not send it twice
+                    pool.done(request, ep, False)
+                    return self._failed(pool, 504, "timeout",
+                                        f"endpoint {ep.address} of pool {pool.name} sent no response in "
+                                        f"{self.request_timeout:g}s")
+                except ResponseError as e:  # it got the request: do not send it twice
+                    pool.done(request, ep, False)
+                    return self._failed(pool, 502, "backend_error",
+                                        f"endpoint {ep.address} of pool {pool.name} sent a broken response head: "
+                                        f"{e}")
+                nxt = self._next(pool, request, queue, tried, repicked) if len(tried) < MAX_ATTEMPTS else None
+                if nxt is None:
+                    pool.done(request, ep, False)
+                    return self._failed(pool, 502, "connect",
+                                        f"no endpoint of pool {pool.name} could be reached: {last_error}")
+                new, repicked = nxt
+                metrics.retries.inc((pool.name,))
+                pool.retarget(request, ep, new)
+                ep = new
+
+            if request.stream and resp.status < 300:
+                watch.stop()  # from here the HTTP server cancels the stream when the client leaves
+                out = self._response_headers(resp, ep)
+                return StreamResponse(resp.status, _Body(self._relay(pool, request, ep, resp, t0),
+                                                         lambda: self._abandon(pool, request, ep, resp)),
+                                      out, content_type=None)
+            try:
+                pool.first_token(request, ep)
+                body = await resp.read()
+            except (ResponseError, asyncio.TimeoutError) as e:
+                pool.done(request, ep, False)
+                return self._failed(pool, 502, "backend_error",
+                                    f"endpoint {ep.address} of pool {pool.name} broke off its response: {e}")
+            return self._complete(pool, request, ep, resp, body, t0, ok=resp.status < 500)
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise
+            asyncio.current_task().uncancel()  # the client left: our cancellation, answered below
+            pool.release_all(request)
+            if resp is not None:
+                resp.close()
+            metrics.failed.inc((pool.name, "client_gone"))
+            metrics.requests.inc((pool.name, ep.name, "499"))
+            return _error(499, "the client closed the connection")
+        finally:
+            watch.stop()
 
     def _next(self, pool: PoolRuntime, request: InferenceRequest, queue: list[Endpoint], tried: list[Endpoint],
               repicked: bool) -> tuple[Endpoint, bool] | None:
@@ -192,7 +266,7 @@ class Gateway:
             if e.healthy and e not in tried:
                 return e, repicked
         if not repicked:
-            again = [e for e in pool.pick_again(request, tried) if e not in tried]
+            again = [e for e in pool.pick_again(request, tried) if e not in tried]  # [] when the picker fails
             if again:
                 queue.extend(again[1:])
                 return again[0], True
@@ -214,14 +288,19 @@ class Gateway:
             m.failed.inc((pool.name, "backend_error"))
         return Response(resp.status, body, self._response_headers(resp, ep), content_type=None)
 
-    def _failed(self, pool: PoolRuntime, ep: Endpoint | None, status: int, reason: str, message: str) -> Response:
+    def _failed(self, pool: PoolRuntime, status: int, reason: str, message: str) -> Response:
+        """An error the gateway makes (no served header: no endpoint served it)."""
         self.metrics.failed.inc((pool.name, reason))
-        self.metrics.requests.inc((pool.name, ep.name if ep else "", self._codes[status]))
+        self.metrics.requests.inc((pool.name, "", self._codes[status]))
         log.warning("pool %s: %s", pool.name, message)
-        resp = _error(status, message)
-        if ep is not None:
-            resp.headers = [(SERVED_HEADER, ep.address)]
-        return resp
+        return _error(status, message)
+
+    def _abandon(self, pool: PoolRuntime, request: InferenceRequest, ep: Endpoint, resp: ClientResponse) -> None:
+        """The client left before the stream's first chunk was asked for: drop the upstream response."""
+        resp.close()
+        pool.done(request, ep, False)
+        self.metrics.failed.inc((pool.name, "client_gone"))
+        self.metrics.requests.inc((pool.name, ep.name, "499"))
 
     async def _relay(self, pool: PoolRuntime, request: InferenceRequest, ep: Endpoint, resp: ClientResponse,
                      t0: float) -> AsyncIterator[bytes]:
@@ -244,9 +323,10 @@ class Gateway:
             m.failed.inc((pool.name, "stream_broken"))
             log.warning("pool %s: endpoint %s broke off a stream: %s", pool.name, ep.address, e)
             message = f"endpoint {ep.address} of pool {pool.name} broke off the stream: {e or type(e).__name__}"
-            if "event-stream" in resp.headers.get("content-type", ""):
-                yield b"data: " + orjson.dumps({"error": {"message": message, "type": "bad_gateway",
-                                                          "code": 502}}) + b"\n\n"
+            if "event-stream" not in resp.headers.get("content-type", ""):
+                raise  # no in-band way to say so: the server breaks the client's connection off
+            yield b"data: " + orjson.dumps({"error": {"message": message, "type": "bad_gateway",
+                                                      "code": 502}}) + b"\n\n"
         finally:
             if not ok:
                 resp.close()  # the client went away (or the backend broke off): drop the upstream connection
@@ -301,3 +381,4 @@ class Gateway:
         r.add(Gauge("mlplane_gateway_queued_requests",
                     "Requests waiting in the gateway's flow control queue.",
                     ("pool",), lambda: [((p.name,), p.queued()) for p in pools]))
+        add_flow_gauges(r, pools)

@@ -89,7 +89,6 @@ class FlowConfig:
     bands: dict[int, BandLimits] = field(default_factory=dict)  # priority -> limits
     default_ttl: float | None = 60.0  # seconds a request may wait; None = forever
     fairness: Literal["global-strict", "round-robin"] = "global-strict"
-    fail_open: bool = False  # no endpoint has ever reported metrics: dispatch instead of waiting
     detector: SaturationDetector = field(default_factory=SaturationDetector)
 
     def limits(self, priority: int) -> BandLimits:
@@ -108,7 +107,7 @@ class FlowConfig:
         unlimited), ``defaultRequestTTL`` (Go duration; "0s" = no expiry), ``defaultPriorityBand``,
         ``defaultNegativePriorityBand`` and ``priorityBands: [{priority, maxRequests, maxBytes,
         fairnessPolicyRef, orderingPolicyRef}]`` (0 or absent = 5000 requests / 1G bytes),
-        ``saturationDetector: {pluginRef}``; ours: ``failOpen``. ``detector`` holds the utilization
+        ``saturationDetector: {pluginRef}``. ``detector`` holds the utilization
         detector's parameters (``queueDepthThreshold``, ``kvCacheUtilThreshold``,
         ``metricsStalenessThreshold``, ``headroom``) or a ``{pluginRef}``; ``plugins`` maps plugin names to
         (type, parameters) to resolve references. Errors name the field."""
@@ -117,7 +116,7 @@ class FlowConfig:
         cfg = cls()
         known = {"maxRequests", "maxBytes", "defaultRequestTTL", "noEndpointRequestTTL", "defaultPriorityBand",
                  "defaultNegativePriorityBand", "priorityBands", "usageLimitPolicyPluginRef", "saturationDetector",
-                 "enableEviction", "failOpen"}
+                 "enableEviction"}
         for key in doc:
             if key not in known:
                 raise ValueError(f"flowControl.{key}: unknown field (known: {', '.join(sorted(known))})")
@@ -178,10 +177,6 @@ class FlowConfig:
             cfg.bands[prio] = band(path, raw)
         if doc.get("enableEviction"):
             raise ValueError("flowControl.enableEviction: in-flight eviction is not supported")
-        if "failOpen" in doc:
-            if not isinstance(doc["failOpen"], bool):
-                raise ValueError("flowControl.failOpen: must be a boolean")
-            cfg.fail_open = doc["failOpen"]
         det = dict(detector or {})
         inner = doc.get("saturationDetector")
         if isinstance(inner, Mapping) and inner.get("pluginRef"):
@@ -267,11 +262,9 @@ class FlowController:
     # ------------------------------------------------------------ state
 
     def saturation(self, endpoints: Sequence[Endpoint], now: float) -> float:
-        """The detector's saturation; with ``fail_open``, 0 while no endpoint has reported metrics."""
-        if self.config.fail_open and endpoints and all(e.metrics.updated_at == float("-inf") for e in endpoints):
-            value = 0.0
-        else:
-            value = self.config.detector.saturation(endpoints, now)
+        """The detector's saturation (endpoints without fresh metrics count as saturated: fail closed; the
+        InferencePool's failureMode FailOpen is applied by the caller, before admission)."""
+        value = self.config.detector.saturation(endpoints, now)
         self.last_saturation = value
         return value
 
