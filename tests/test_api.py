@@ -103,3 +103,20 @@ def test_label_selectors():
     assert sel.matches({"app": "train", "env": "a", "gpu": "h200"})
     assert not sel.matches({"app": "train", "env": "c", "gpu": "h200"})
     assert not sel.matches({"app": "train", "env": "a", "gpu": "1", "legacy": "1"})
+
+
+def test_pod_tolerations_are_validated_as_upstream():
+    # k8s.io/kubernetes pkg/apis/core/validation ValidateTolerations.
+    from mlplane.api.loader import ManifestError, load_text
+
+    def pod(toleration):
+        return ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n"
+                f"  tolerations: [{toleration}]\n  containers: [{{name: c, command: ['true']}}]\n")
+
+    for toleration, path in (("{operator: Equal, value: x}", "spec.tolerations[0].operator"),
+                             ("{key: k, operator: Exists, value: x}", "spec.tolerations[0].value"),
+                             ("{key: k, effect: NoSchedule, tolerationSeconds: 5}", "spec.tolerations[0].effect")):
+        with pytest.raises(ManifestError) as e:
+            load_text(pod(toleration), "p.yaml")
+        assert path in str(e.value)
+    load_text(pod("{operator: Exists}"), "p.yaml")  # tolerates everything

@@ -130,6 +130,20 @@ class Container(Model):
     restart_policy: Literal["Always", "OnFailure", "Never"] | None = None
 
 
+def toleration_matches(key: str | None, operator: str | None, value: str | None, effect: str | None,
+                       taint_key: str, taint_value: str | None, taint_effect: str) -> bool:
+    """Whether a toleration tolerates a taint, with node-taint semantics (upstream
+    v1.Toleration.ToleratesTaint, and resourceclaim.ToleratesTaint for devices): an empty effect
+    or key matches any; Exists ignores the value; Equal with an empty key matches nothing."""
+    if effect and effect != taint_effect:
+        return False
+    if key and key != taint_key:
+        return False
+    if (operator or "Equal") == "Exists":
+        return True
+    return bool(key) and (value or "") == (taint_value or "")
+
+
 class Toleration(Model):
     key: str | None = None
     operator: Literal["Exists", "Equal"] | None = None
@@ -138,13 +152,21 @@ class Toleration(Model):
     toleration_seconds: int | None = None
 
     def tolerates(self, taint: Taint) -> bool:
-        if self.effect and self.effect != taint.effect:
-            return False
-        if self.key and self.key != taint.key:
-            return False
-        if (self.operator or "Equal") == "Exists":
-            return True
-        return (self.value or "") == (taint.value or "")
+        return toleration_matches(self.key, self.operator, self.value, self.effect,
+                                  taint.key, taint.value, taint.effect)
+
+
+def toleration_errors(t: Toleration, path: str) -> list[tuple[str, str]]:
+    """What upstream's validation rejects in a toleration (pods, Kueue flavors and queues)."""
+    errors = []
+    if not t.key and t.operator != "Exists":
+        errors.append((f"{path}.operator", "Invalid value: operator must be Exists when 'key' is empty, which means "
+                                           "'match all values and all keys'"))
+    if t.toleration_seconds is not None and t.effect != "NoExecute":
+        errors.append((f"{path}.effect", "Invalid value: effect must be 'NoExecute' when 'tolerationSeconds' is set"))
+    if t.operator == "Exists" and t.value:
+        errors.append((f"{path}.value", "Invalid value: a value must be empty when 'operator' is 'Exists'"))
+    return errors
 
 
 class PodSchedulingGate(Model):
@@ -250,6 +272,8 @@ class Pod(Object):
                     errors.append((f"spec.containers[{i}].env[{j}].valueFrom",
                                    "may not be specified when `value` is not empty"))
                 names.add(e.name)
+        for i, t in enumerate(self.spec.tolerations or []):
+            errors.extend(toleration_errors(t, f"spec.tolerations[{i}]"))
         claims = {c.name for c in self.spec.resource_claims or []}
         for i, c in enumerate(self.spec.resource_claims or []):
             if (c.resource_claim_name is None) == (c.resource_claim_template_name is None):

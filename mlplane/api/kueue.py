@@ -21,7 +21,7 @@ from typing import Annotated, Any, Callable, Literal
 from pydantic import AfterValidator, Field
 
 from mlplane.api.batch import PodTemplateSpec
-from mlplane.api.core import Quantity, ResourceList, Taint, Toleration
+from mlplane.api.core import Quantity, ResourceList, Taint, Toleration, toleration_errors
 from mlplane.api.meta import Condition, LabelSelector, Labels, Model, Name, NonNegative, Object, dns_label, is_true
 from mlplane.api.quantity import parse_quantity
 from mlplane.api.registry import REGISTRY, ConversionError, Kind
@@ -172,24 +172,12 @@ class ResourceFlavor(Object):
             errors.append(("spec.nodeLabels", "Required value: at least one nodeLabel is required when topology "
                                               "is set"))
         for i, t in enumerate(spec.tolerations or []):
-            errors.extend(_toleration_errors(t, f"spec.tolerations[{i}]"))
+            errors.extend(toleration_errors(t, f"spec.tolerations[{i}]"))
         for name, weight in (spec.resource_weights or {}).items():
             if parse_quantity(weight) <= 0:
                 errors.append((f"spec.resourceWeights[{name}]", f"Invalid value: {str(weight)!r}: must be greater "
                                                                 "than 0"))
         return errors
-
-
-def _toleration_errors(t: Toleration, path: str) -> list[tuple[str, str]]:
-    errors = []
-    if not t.key and t.operator != "Exists":
-        errors.append((f"{path}.operator", "Invalid value: operator must be Exists when 'key' is empty, which means "
-                                           "'match all values and all keys'"))
-    if t.toleration_seconds is not None and t.effect != "NoExecute":
-        errors.append((f"{path}.effect", "Invalid value: effect must be 'NoExecute' when 'tolerationSeconds' is set"))
-    if t.operator == "Exists" and t.value:
-        errors.append((f"{path}.value", "Invalid value: a value must be empty when 'operator' is 'Exists'"))
-    return errors
 
 
 # --- ClusterQueue -------------------------------------------------------------------------

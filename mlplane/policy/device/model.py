@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
 
+from mlplane.api.core import toleration_matches
+
 # Upstream resourceapi.AllocationResultsMaxSize.
 ALLOCATION_RESULTS_MAX_SIZE = 32
 
@@ -115,16 +117,8 @@ class Toleration:
     wire: dict | None = None  # the toleration as written, copied into results
 
     def tolerates(self, taint: Taint) -> bool:
-        """Node-taint semantics, as resourceclaim.ToleratesTaint upstream."""
-        if self.effect and self.effect != taint.effect:
-            return False
-        if self.key and self.key != taint.key:
-            return False
-        if self.operator == "Exists":
-            return True
-        if not self.key:  # Equal with an empty key matches nothing
-            return False
-        return self.value == taint.value
+        return toleration_matches(self.key, self.operator, self.value, self.effect,
+                                  taint.key, taint.value, taint.effect)
 
 
 @dataclass(frozen=True)

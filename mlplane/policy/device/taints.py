@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from mlplane.api.core import Pod
+from mlplane.api.core import Pod, toleration_matches
 from mlplane.api.meta import parse_time
 from mlplane.api.resource import (DEVICE_TAINT_CONDITION_EVICTION_IN_PROGRESS, DeviceTaint, DeviceTaintRule,
                                   DeviceToleration, ResourceClaim, ResourceSlice)
@@ -57,16 +57,8 @@ def apply_rules(slices: list[ResourceSlice], rules: list[DeviceTaintRule]) -> li
 # -- eviction ----------------------------------------------------------------------------------------
 
 def tolerates(toleration: DeviceToleration, taint: DeviceTaint) -> bool:
-    """Node-taint semantics (upstream resourceclaim.ToleratesTaint)."""
-    if toleration.effect and toleration.effect != taint.effect:
-        return False
-    if toleration.key and toleration.key != taint.key:
-        return False
-    if toleration.operator == "Exists":
-        return True
-    if not toleration.key:
-        return False
-    return (toleration.value or "") == (taint.value or "")
+    return toleration_matches(toleration.key, toleration.operator, toleration.value, toleration.effect,
+                              taint.key, taint.value, taint.effect)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mlplane.api.core import toleration_matches
 from mlplane.policy.workload.kueue.quota import FlavorResource, Quota
 
 PODS = "pods"
@@ -53,13 +54,8 @@ class Toleration:
     effect: str = ""
 
     def tolerates(self, taint: Taint) -> bool:
-        if self.effect and self.effect != taint.effect:
-            return False
-        if self.key and self.key != taint.key:
-            return False
-        if self.operator == "Exists":
-            return True
-        return self.value == taint.value
+        return toleration_matches(self.key, self.operator, self.value, self.effect,
+                                  taint.key, taint.value, taint.effect)
 
 
 @dataclass(slots=True)
