@@ -14,7 +14,12 @@ plugin's PreBind, run first in every binding cycle: it writes each claim's
 ``status.allocation`` and adds the pod to ``status.reservedFor`` before the pod is bound
 (upstream's PreBind, bindClaim).
 Unschedulable pods are retried when a DeviceClass or ResourceSlice changes, a DeviceTaintRule
-changes its spec or goes, or a claim is created, deleted or gives devices back.
+changes its spec or goes, or a claim is created, deleted or gives devices back. When a cycle ends
+Unschedulable with the plugin's PostFilter asking to deallocate a claim (``claims_to_deallocate``:
+allocated by us, used by nobody, where the pod cannot run), the scheduler writes it back
+unallocated, under the resourceVersion the cycle saw (upstream PostFilter's UpdateStatus); that
+claim update retries the pod, which may now get the claim allocated where it fits. A Conflict
+leaves the claim as it is and retries the pod, whose next attempt decides again.
 
 As kube-scheduler does (pkg/scheduler/schedule_one.go): a pod that fits nowhere gets
 ``PodScheduled=False`` reason ``Unschedulable`` with the diagnosis as message and a Warning Event
@@ -150,6 +155,15 @@ def _claim_freed(old: ResourceClaim | None, new: ResourceClaim) -> bool:
         return True
     return ((old.status.allocation is not None and new.status.allocation is None)
             or len(new.status.reserved_for or []) < len(old.status.reserved_for or []))
+
+
+def _claims_to_deallocate(result: ScheduleResult) -> list[ResourceClaim]:
+    """The claims the DynamicResources PostFilter chose to deallocate in this cycle."""
+    state = result.state
+    if state is None or DRA_STATE_KEY not in state:
+        return []
+    data: ClaimsState = state.read(DRA_STATE_KEY)
+    return list(data.claims_to_deallocate)
 
 
 def _node_offer(node: Node) -> tuple:
@@ -376,6 +390,9 @@ class Scheduler:
             if not rejected:
                 log.warning("%s: scheduling %s: %s", self.name, pod.key, result.message)
             self.queue.requeue(pod.key, now, unschedulable=rejected)
+            deallocate = _claims_to_deallocate(result) if rejected else []
+            if deallocate:
+                self._submit(self._deallocate, pod, deallocate)
             self._submit(self._record_failure, pod.pod,
                          REASON_UNSCHEDULABLE if rejected else REASON_SCHEDULER_ERROR, result.message)
 
@@ -447,6 +464,19 @@ class Scheduler:
             self._cv.notify()
         reason = REASON_UNSCHEDULABLE if status.is_rejected else REASON_SCHEDULER_ERROR
         self._record_failure(pod.pod, reason, status.message)
+
+    def _deallocate(self, pod: PodInfo, claims: list[ResourceClaim]) -> None:
+        """Write the deallocations PostFilter decided: each claim's status cleared, as the cycle saw
+        it (its resourceVersion and UID), so a claim changed since is left alone. The claim update
+        retries the pod (``_on_claim``); after a Conflict the pod is retried here instead."""
+        for claim in claims:
+            try:
+                self.store.update_status(claim)
+                log.debug("%s: deallocated %s for %s", self.name, claim.key, pod.key)
+            except (Conflict, NotFound) as e:
+                log.debug("%s: not deallocating %s for %s: %s", self.name, claim.key, pod.key, e)
+                with self._cv:
+                    self._retry_unschedulable()
 
     def _record_failure(self, pod: Pod, reason: str, message: str) -> None:
         self.recorder.warning(pod, "FailedScheduling", message)

@@ -18,6 +18,14 @@ Ports the behaviour of kube-scheduler's plugin
   allocator's ("no device matched selector of request gpu (8 devices checked)").
 - Score: with claims that use a prioritized list (``firstAvailable``), nodes where earlier
   subrequests could be allocated score higher; otherwise the plugin has nothing to score.
+- PostFilter (only when no node fits): of the claims Filter found allocated where the pod cannot
+  run, the first one that no other pod uses (``reservedFor`` empty or only this pod) and that our
+  scheduler allocated (it carries ``resource.kubernetes.io/delete-protection``) is to be
+  deallocated, so the next attempt can allocate it anew on a node where the pod fits. The plugin
+  only decides: it puts the claim, status cleared, in ``claims_to_deallocate`` and says
+  Unschedulable "deallocation of ResourceClaim completed" (upstream PostFilter); the scheduler
+  controller writes it when the cycle ends. The finalizer stays, as upstream's PostFilter leaves
+  it (the next allocation keeps it; the claim controller removes it if the claim is deleted).
 - Reserve: the allocation chosen for the node is assumed in the snapshot, so the next cycle
   already counts its devices; Unreserve forgets it.
 - PreBind is I/O and lives with the scheduler controller (``ClaimWriter`` in
@@ -28,15 +36,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlplane.api.resource import (FIRST_AVAILABLE_DEVICE_REQUEST_MAX_SIZE, ResourceClaim,
-                                  ResourceClaimConsumerReference)
+from mlplane.api.resource import (DELETE_PROTECTION_FINALIZER, FIRST_AVAILABLE_DEVICE_REQUEST_MAX_SIZE,
+                                  ResourceClaim, ResourceClaimConsumerReference)
 from mlplane.policy.device import convert
 from mlplane.policy.device.allocator import (DEFAULT_MAX_STEPS, AllocationError, AllocationOutcome, Allocator,
                                              PreparedClaims, SearchBudgetExceeded)
 from mlplane.policy.device.model import NodeSelector
 from mlplane.policy.device.pools import node_selector_matches
 from mlplane.policy.pod.claims import DeviceSnapshot
-from mlplane.policy.pod.interface import MAX_NODE_SCORE, CycleState, Status
+from mlplane.policy.pod.interface import MAX_NODE_SCORE, CycleState, Diagnosis, PostFilterResult, Status
 from mlplane.policy.pod.snapshot import NodeInfo, PodInfo, Snapshot
 
 STATE_KEY = "DynamicResources"
@@ -47,6 +55,9 @@ RESERVED_FOR_MAX_SIZE = 256
 POD_CLAIM_NAME_ANNOTATION = "resource.kubernetes.io/pod-claim-name"
 NOT_AVAILABLE = "resourceclaim not available on the node"
 CANNOT_ALLOCATE = "cannot allocate all claims"
+# PostFilter's verdicts (upstream PostFilter).
+DEALLOCATED = "deallocation of ResourceClaim completed"
+STILL_NOT_SCHEDULABLE = "still not schedulable"
 
 
 def pod_reference(pod: PodInfo) -> ResourceClaimConsumerReference:
@@ -84,10 +95,16 @@ class ClaimsState:
     allocations: dict[str, AllocationOutcome] = field(default_factory=dict)  # node -> feasible outcome
     claims_to_write: list[ResourceClaim] = field(default_factory=list)  # Reserve: as PreBind must write them
     base_versions: dict[str, str | None] = field(default_factory=dict)  # claim key -> resourceVersion read
+    selector_claims: list[str] = field(default_factory=list)  # the claim key of each node_selectors entry
+    unavailable_claims: set[str] = field(default_factory=set)  # Filter: allocated where some node can't use
+    # PostFilter: claims to write back unallocated (status cleared, resourceVersion as read) once the
+    # cycle ends Unschedulable; the scheduler controller writes them.
+    claims_to_deallocate: list[ResourceClaim] = field(default_factory=list)
 
 
 class DynamicResources:
-    """PreFilter, Filter, Reserve and Unreserve of kube-scheduler's DynamicResources plugin."""
+    """PreFilter, Filter, PostFilter, Score, Reserve and Unreserve of kube-scheduler's
+    DynamicResources plugin."""
 
     name = "DynamicResources"
 
@@ -141,19 +158,29 @@ class DynamicResources:
                 prepared = PreparedClaims(to_allocate)
             except (AllocationError, ValueError) as e:
                 return Status.error(f"preparing the device allocator: {e}")
-        selectors = [convert.node_selector(c.status.allocation.node_selector) for c in claims
-                     if c.status.allocation is not None and c.status.allocation.node_selector is not None]
-        state.write(STATE_KEY, ClaimsState(devices, claims, to_allocate, allocator, prepared,
-                                           [s for s in selectors if s is not None],
-                                           base_versions={c.key: c.metadata.resource_version for c in claims}))
+        selectors, selector_claims = [], []
+        for c in claims:
+            if c.status.allocation is not None and c.status.allocation.node_selector is not None:
+                selector = convert.node_selector(c.status.allocation.node_selector)
+                if selector is not None:
+                    selectors.append(selector)
+                    selector_claims.append(c.key)
+        state.write(STATE_KEY, ClaimsState(devices, claims, to_allocate, allocator, prepared, selectors,
+                                           base_versions={c.key: c.metadata.resource_version for c in claims},
+                                           selector_claims=selector_claims))
         return None
 
     # -- Filter -------------------------------------------------------------------------------------
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         data: ClaimsState = state.read(STATE_KEY)
         assert node.node is not None
-        for selector in data.node_selectors:
-            if not node_selector_matches(selector, convert.node_info(node.node)):
+        if data.node_selectors:
+            info = convert.node_info(node.node)
+            unavailable = [key for key, selector in zip(data.selector_claims, data.node_selectors)
+                           if not node_selector_matches(selector, info)]
+            if unavailable:
+                # Remembered for PostFilter, which may deallocate one of them (upstream unavailableClaims).
+                data.unavailable_claims.update(unavailable)
                 return Status.unresolvable(NOT_AVAILABLE)
         if not data.to_allocate:
             return None
@@ -169,6 +196,44 @@ class DynamicResources:
             return Status.unschedulable(*(outcome.reasons or [CANNOT_ALLOCATE]))
         data.allocations[node.name] = outcome
         return None
+
+    # -- PostFilter ---------------------------------------------------------------------------------
+    def post_filter(self, state: CycleState, pod: PodInfo, snapshot: Snapshot,
+                    diagnosis: Diagnosis) -> PostFilterResult:
+        """No node fits: pick a claim whose deallocation may help (upstream PostFilter).
+
+        A claim qualifies when Filter found it allocated where the pod cannot run, no other pod
+        uses it (``reservedFor`` empty or only this pod) and our scheduler allocated it (it has the
+        delete-protection finalizer; an allocation made by anyone else is not ours to undo, as
+        the claim controller also leaves it). The first such claim in spec order (upstream takes
+        one at random) goes into ``claims_to_deallocate`` with allocation, reservedFor and device
+        status cleared; writing it is the caller's.
+
+        Messages: "deallocation of ResourceClaim completed" when a claim was picked, "still not
+        schedulable" when claims were unavailable but none qualified. Upstream also answers
+        "still not schedulable" for every other pod with claims and "no new claims to
+        deallocate" for pods without, which reads as a tail on every FailedScheduling message
+        in front of DefaultPreemption's; there is no preemption here, so those stay silent and
+        the message is the diagnosis alone.
+        """
+        if STATE_KEY not in state:  # PreFilter skipped (no claims) or rejected before looking at claims
+            return PostFilterResult(Status.unschedulable())
+        data: ClaimsState = state.read(STATE_KEY)
+        data.claims_to_deallocate = []
+        if not data.unavailable_claims:
+            return PostFilterResult(Status.unschedulable())
+        for claim in data.claims:
+            if claim.key not in data.unavailable_claims or claim.status.allocation is None:
+                continue
+            if DELETE_PROTECTION_FINALIZER not in (claim.metadata.finalizers or []):
+                continue
+            consumers = claim.status.reserved_for or []
+            if consumers and not (len(consumers) == 1 and consumers[0].uid == pod.uid):
+                continue
+            status = claim.status.model_copy(update={"allocation": None, "reserved_for": None, "devices": None})
+            data.claims_to_deallocate.append(claim.model_copy(update={"status": status}))
+            return PostFilterResult(Status.unschedulable(DEALLOCATED))
+        return PostFilterResult(Status.unschedulable(STILL_NOT_SCHEDULABLE))
 
     # -- Score --------------------------------------------------------------------------------------
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
