@@ -293,6 +293,18 @@ def test_prebind_never_writes_a_stale_device_choice(store):
     status = prebind(fresh, allocating=True)
     assert status.code is Code.UNSCHEDULABLE and "changed meanwhile" in status.message
 
+    # Deleted meanwhile, or being deleted: the pod is tried again (not dropped), nothing is written.
+    gone = claim("gone")
+    store.delete(ResourceClaim, "default", "gone")
+    status = prebind(gone, allocating=True)
+    assert status.code is Code.UNSCHEDULABLE and "was deleted" in status.message
+    going = claim("going")
+    going = store.patch(ResourceClaim, "default", "going", {"metadata": {"finalizers": ["example.com/hold"]}})
+    store.delete(ResourceClaim, "default", "going")
+    status = prebind(going, allocating=True)
+    assert status.code is Code.UNSCHEDULABLE and "got deleted in the meantime" in status.message
+    assert store.get(ResourceClaim, "default", "going").status.allocation is None
+
     # Unchanged: allocation and reservedFor are written.
     calm = claim("calm")
     assert prebind(calm, allocating=True).is_success
@@ -320,7 +332,7 @@ def test_an_in_flight_allocation_holds_its_devices_across_other_changes_to_the_c
 
     snapshot = DeviceSnapshot()
     snapshot.set_claim(claim("1"))
-    snapshot.assume_claim(claim("1", allocated=True))
+    snapshot.assume_claim(claim("1", allocated=True), "u-1")
     snapshot.set_claim(claim("2", labels={"edited": "yes"}))  # not the allocation yet
     assert snapshot.is_assumed("default/c")
     assert [c.name for c in snapshot.allocated_claims()] == ["c"]
@@ -329,8 +341,33 @@ def test_an_in_flight_allocation_holds_its_devices_across_other_changes_to_the_c
     assert [c.name for c in snapshot.allocated_claims()] == ["c"]
 
     snapshot.set_claim(claim("4"))
-    snapshot.assume_claim(claim("4", allocated=True))
+    snapshot.assume_claim(claim("4", allocated=True), "u-1")
     snapshot.forget_claim("default/c")  # Unreserve after a failed PreBind frees the devices
+    assert snapshot.allocated_claims() == []
+
+
+def test_a_reservation_on_a_shared_claim_is_confirmed_even_if_another_consumer_left_meanwhile():
+    """Reserve assumed the claim with consumers [A, B]; A left before PreBind wrote [B]. The store's
+    copy confirms B's reservation: once the claim is released later, its devices must be free."""
+    from mlplane.policy.pod.claims import DeviceSnapshot
+
+    def claim(version, consumers):
+        status = {}
+        if consumers:
+            status = {"allocation": {"devices": {"results": [
+                {"request": "gpu", "driver": DRIVER, "pool": "n1", "device": "gpu-0"}]}},
+                "reservedFor": [{"resource": "pods", "name": n, "uid": n} for n in consumers]}
+        return ResourceClaim.model_validate({
+            "metadata": {"name": "c", "namespace": "default", "uid": "c-1", "resourceVersion": version},
+            "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": DRIVER}}]}},
+            "status": status})
+
+    snapshot = DeviceSnapshot()
+    snapshot.set_claim(claim("1", ["a"]))
+    snapshot.assume_claim(claim("1", ["a", "b"]), "b")
+    snapshot.set_claim(claim("2", ["b"]))  # PreBind's write, after a left
+    assert not snapshot.is_assumed("default/c")
+    snapshot.set_claim(claim("3", []))  # b done: the claim controller deallocated it
     assert snapshot.allocated_claims() == []
 
 

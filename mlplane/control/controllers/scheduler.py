@@ -114,38 +114,44 @@ class ClaimWriter:
     def _write(self, wanted: ResourceClaim, pod: PodInfo, *, allocating: bool,
                base_version: str | None) -> Status | None:
         for _ in range(self.RETRIES):
-            claim = self.store.get(ResourceClaim, wanted.namespace, wanted.name)
-            if claim.uid != wanted.uid:
-                return Status.unschedulable(f"resourceclaim {claim.name} was replaced")
-            current = claim.status.allocation
-            if current is not None and current != wanted.status.allocation:
-                return Status.unschedulable(f"resourceclaim {claim.name} got allocated meanwhile")
-            if current is None and not allocating:
-                # Allocated when the cycle began and released since: its devices may be someone else's.
-                return Status.unschedulable(f"resourceclaim {claim.name} was deallocated meanwhile")
-            if current is None and claim.metadata.resource_version != base_version:
-                # Changed since the cycle chose its devices (which may have been freed up for others
-                # in between): choose again rather than write a stale choice.
-                return Status.unschedulable(f"resourceclaim {claim.name} changed meanwhile")
-            if current is not None and reserved_for(claim, pod.uid):
-                return None
             try:
-                finalizers = claim.metadata.finalizers or []
-                if current is None and DELETE_PROTECTION_FINALIZER not in finalizers:
-                    # Protect the claim before it holds devices (upstream PreBind does the same).
-                    meta = claim.metadata.model_copy(
-                        update={"finalizers": [*finalizers, DELETE_PROTECTION_FINALIZER]})
-                    claim = self.store.update(claim.model_copy(update={"metadata": meta}))
-                    base_version = claim.metadata.resource_version
-                consumers = list(claim.status.reserved_for or [])
-                if not reserved_for(claim, pod.uid):
-                    consumers.append(pod_reference(pod))
-                self.store.update_status(claim.model_copy(update={"status": claim.status.model_copy(
-                    update={"allocation": wanted.status.allocation, "reserved_for": consumers})}))
-                return None
+                return self._write_once(wanted, pod, allocating=allocating, base_version=base_version)
             except Conflict:
                 continue
+            except NotFound:  # the pod is still there and must be tried again, not dropped
+                return Status.unschedulable(f"resourceclaim {wanted.name} was deleted")
         return Status.error(f"resourceclaim {wanted.name}: too many conflicts writing the allocation")
+
+    def _write_once(self, wanted: ResourceClaim, pod: PodInfo, *, allocating: bool,
+                    base_version: str | None) -> Status | None:
+        claim = self.store.get(ResourceClaim, wanted.namespace, wanted.name)
+        if claim.uid != wanted.uid:
+            return Status.unschedulable(f"resourceclaim {claim.name} was replaced")
+        if claim.metadata.deletion_timestamp:  # upstream bindClaim: "got deleted in the meantime"
+            return Status.unschedulable(f"resourceclaim {claim.name} got deleted in the meantime")
+        current = claim.status.allocation
+        if current is not None and current != wanted.status.allocation:
+            return Status.unschedulable(f"resourceclaim {claim.name} got allocated meanwhile")
+        if current is None and not allocating:
+            # Allocated when the cycle began and released since: its devices may be someone else's.
+            return Status.unschedulable(f"resourceclaim {claim.name} was deallocated meanwhile")
+        if current is None and claim.metadata.resource_version != base_version:
+            # Changed since the cycle chose its devices (which may have been freed up for others
+            # in between): choose again rather than write a stale choice.
+            return Status.unschedulable(f"resourceclaim {claim.name} changed meanwhile")
+        if current is not None and reserved_for(claim, pod.uid):
+            return None
+        finalizers = claim.metadata.finalizers or []
+        if current is None and DELETE_PROTECTION_FINALIZER not in finalizers:
+            # Protect the claim before it holds devices (upstream PreBind does the same).
+            meta = claim.metadata.model_copy(update={"finalizers": [*finalizers, DELETE_PROTECTION_FINALIZER]})
+            claim = self.store.update(claim.model_copy(update={"metadata": meta}))
+        consumers = list(claim.status.reserved_for or [])
+        if not reserved_for(claim, pod.uid):
+            consumers.append(pod_reference(pod))
+        self.store.update_status(claim.model_copy(update={"status": claim.status.model_copy(
+            update={"allocation": wanted.status.allocation, "reserved_for": consumers})}))
+        return None
 
 
 def _claim_freed(old: ResourceClaim | None, new: ResourceClaim) -> bool:
@@ -277,8 +283,9 @@ class Scheduler:
                 self._retry_unschedulable()  # its devices may be usable again
                 return
             self.snapshot.devices.set_rule(rule)
-            if old is not None and old.spec != rule.spec:
-                self._retry_unschedulable()
+            if old is not None and (old.spec != rule.spec or
+                                    bool(old.metadata.deletion_timestamp) != bool(rule.metadata.deletion_timestamp)):
+                self._retry_unschedulable()  # a rule being deleted no longer taints anything
 
     def _on_claim(self, type_: str, old: ResourceClaim | None, claim: ResourceClaim) -> None:
         with self._cv:
@@ -475,8 +482,9 @@ class Scheduler:
                 log.debug("%s: deallocated %s for %s", self.name, claim.key, pod.key)
             except (Conflict, NotFound) as e:
                 log.debug("%s: not deallocating %s for %s: %s", self.name, claim.key, pod.key, e)
-                with self._cv:
-                    self._retry_unschedulable()
+                with self._cv:  # the pod decides again (upstream: an error, then backoff)
+                    self.queue.activate(pod.key, time.monotonic())
+                    self._cv.notify()
 
     def _record_failure(self, pod: Pod, reason: str, message: str) -> None:
         self.recorder.warning(pod, "FailedScheduling", message)

@@ -5,7 +5,7 @@ Claims the scheduler has allocated in a scheduling cycle but whose allocation th
 confirmed yet are *assumed* (upstream's assume cache, pkg/scheduler/util/assumecache): the
 assumed copy, with ``status.allocation`` and the pod in ``status.reservedFor``, is what every
 later cycle sees, so the devices it holds count as in use at once. An assumption ends when the
-store's copy confirms it (allocated, with the assumed pods in ``status.reservedFor``), when the
+store's copy confirms it (allocated, and reserved for the pod it was made for), when the
 claim is deleted or replaced, or when the scheduler drops it (Unreserve). Other changes to the
 claim while it is in flight (PreBind adding its finalizer first, a label edit) keep it, as
 upstream's in-flight allocations do: its devices never look free between two writes.
@@ -34,7 +34,7 @@ class DeviceSnapshot:
         self.slices: dict[str, ResourceSlice] = {}
         self.rules: dict[str, DeviceTaintRule] = {}
         self._claims: dict[str, ResourceClaim] = {}
-        self._assumed: dict[str, ResourceClaim] = {}  # key -> the claim as the scheduler assumes it
+        self._assumed: dict[str, tuple[ResourceClaim, str]] = {}  # key -> (claim as assumed, for pod uid)
         self._in_use = AllocationTracker()
         self._allocator: Allocator | None = None
 
@@ -66,7 +66,7 @@ class DeviceSnapshot:
         """The claim as the scheduler sees it: the assumed copy while there is one."""
         key = f"{namespace}/{name}"
         assumed = self._assumed.get(key)
-        return assumed if assumed is not None else self._claims.get(key)
+        return assumed[0] if assumed is not None else self._claims.get(key)
 
     def allocated_claims(self) -> list[ResourceClaim]:
         """Every claim with status.allocation (assumed ones included), sorted by key."""
@@ -115,7 +115,7 @@ class DeviceSnapshot:
         key = claim.key
         self._claims[key] = claim
         assumed = self._assumed.get(key)
-        if assumed is not None and (claim.uid != assumed.uid or _confirms(claim, assumed)):
+        if assumed is not None and (claim.uid != assumed[0].uid or _confirms(claim, assumed[1])):
             del self._assumed[key]
         self._claim_changed(key)
 
@@ -125,9 +125,10 @@ class DeviceSnapshot:
         self._claim_changed(key)
 
     # -- the scheduler's own decisions -------------------------------------------------------------
-    def assume_claim(self, claim: ResourceClaim) -> None:
-        """Count ``claim`` (allocated or reserved in a cycle) as it will be once written."""
-        self._assumed[claim.key] = claim
+    def assume_claim(self, claim: ResourceClaim, pod_uid: str) -> None:
+        """Count ``claim`` (allocated or reserved for the pod ``pod_uid`` in a cycle) as it will be
+        once written."""
+        self._assumed[claim.key] = (claim, pod_uid)
         self._claim_changed(claim.key)
 
     def forget_claim(self, key: str) -> None:
@@ -136,7 +137,8 @@ class DeviceSnapshot:
         self._claim_changed(key)
 
 
-def _confirms(stored: ResourceClaim, assumed: ResourceClaim) -> bool:
-    """Whether the store's copy of a claim shows what the scheduler assumed."""
-    held = {r.uid for r in stored.status.reserved_for or []}
-    return stored.status.allocation is not None and all(r.uid in held for r in assumed.status.reserved_for or [])
+def _confirms(stored: ResourceClaim, pod_uid: str) -> bool:
+    """Whether the store's copy of a claim shows the scheduler's write for the pod: allocated and
+    reserved for it (PreBind writes both at once; other consumers may have left meanwhile)."""
+    return stored.status.allocation is not None and any(
+        r.uid == pod_uid for r in stored.status.reserved_for or [])

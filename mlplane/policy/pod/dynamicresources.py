@@ -276,7 +276,7 @@ class DynamicResources:
                 consumers.append(pod_reference(pod))
             updated = claim.model_copy(update={"status": status.model_copy(
                 update={"allocation": allocation, "reserved_for": consumers})})
-            data.devices.assume_claim(updated)
+            data.devices.assume_claim(updated, pod.uid)
             data.claims_to_write.append(updated)
         return None
 

@@ -146,6 +146,12 @@ class SchedulingQueue:
         for qp in pods:
             self._enqueue(qp, now)
 
+    def activate(self, key: str, now: float) -> None:
+        """Retry one unschedulable pod (after its backoff): something changed for it alone."""
+        qp = self._unschedulable.pop(key, None)
+        if qp is not None:
+            self._enqueue(qp, now)
+
     def flush(self, now: float, max_age: float) -> None:
         """Retry pods that have been unschedulable for ``max_age`` seconds or more."""
         while self._unschedulable:
