@@ -11,7 +11,7 @@ import pytest
 from conftest import events, get_pod, wait_for
 from mlplane.api import Node, Pod
 from mlplane.api.errors import Invalid
-from mlplane.api.meta import find_condition
+from mlplane.api.meta import find_condition, parse_time
 from mlplane.api.registry import REGISTRY
 from mlplane.api.resource import (DeviceClass, DeviceTaint, DeviceTaintRule, ResourceClaim, ResourceClaimTemplate,
                                   ResourceSlice)
@@ -165,12 +165,36 @@ def test_plan_evicts_untolerated_noexecute_now_and_tolerated_after_toleration_se
     tol = {"key": "example.com/unhealthy", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}
     [ev] = plan_evictions(pods, [allocated(tolerations=[tol])], slices, [rule(effect="NoExecute")], NOW).values()
     assert ev.at == NOW + timedelta(seconds=60)  # timeAdded + tolerationSeconds
-    forever = {"key": "example.com/unhealthy", "operator": "Exists"}
+    forever = {"key": "example.com/unhealthy", "operator": "Exists", "effect": "NoExecute"}
     assert plan_evictions(pods, [allocated(tolerations=[forever])], slices, [rule(effect="NoExecute")], NOW) == {}
     # Not reserved for this pod (another uid), or the pod finished: nothing to do.
     assert plan_evictions(pods, [allocated(uid="other")], slices, [rule(effect="NoExecute")], NOW) == {}
     done = running_pod().model_copy(update={"status": running_pod().status.model_copy(update={"phase": "Succeeded"})})
     assert plan_evictions([done], [allocated()], slices, [rule(effect="NoExecute")], NOW) == {}
+
+
+def test_plan_counts_only_noexecute_tolerations_evicts_from_time_added_and_leaves_unbound_pods():
+    """As upstream's claimEvictionTime and podEvictionTime (pkg/controller/devicetainteviction)."""
+    pods, slices = [running_pod()], [gpu_slice()]
+    added = NOW - timedelta(hours=1)
+    tainted = [rule(effect="NoExecute", time_added="2026-01-01T11:00:00Z")]
+    # Not tolerated: evicted at the taint's timeAdded, not at "now".
+    [ev] = plan_evictions(pods, [allocated()], slices, tainted, NOW).values()
+    assert ev.at == added
+    # A toleration without an effect does not count for eviction, with or without seconds.
+    for tol in ({"key": "example.com/unhealthy", "operator": "Exists"},
+                {"key": "example.com/unhealthy", "operator": "Exists", "tolerationSeconds": 7200}):
+        [ev] = plan_evictions(pods, [allocated(tolerations=[tol])], slices, tainted, NOW).values()
+        assert ev.at == added, tol
+    # NoExecute with seconds: timeAdded + seconds; one NoExecute toleration without seconds: for ever.
+    secs = {"key": "example.com/unhealthy", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 7200}
+    [ev] = plan_evictions(pods, [allocated(tolerations=[secs])], slices, tainted, NOW).values()
+    assert ev.at == added + timedelta(hours=2)
+    forever = {"operator": "Exists", "effect": "NoExecute"}
+    assert plan_evictions(pods, [allocated(tolerations=[secs, forever])], slices, tainted, NOW) == {}
+    # A pod its claim is reserved for (PreBind) but that is not bound yet is not evicted.
+    unbound = running_pod().model_copy(update={"spec": running_pod().spec.model_copy(update={"node_name": None})})
+    assert plan_evictions([unbound], [allocated()], slices, tainted, NOW) == {}
 
 
 def test_plan_sees_noexecute_taints_in_the_slice_too():
@@ -259,8 +283,8 @@ def test_running_pod_is_evicted_when_a_noexecute_rule_taints_its_device(plane):
 def test_tolerating_pod_is_not_evicted_and_toleration_seconds_delay_eviction(plane):
     store = plane
     setup_devices(store, count=2, tolerations=[
-        {"key": "example.com/unhealthy", "operator": "Exists"},
-        {"key": "example.com/flaky", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 1}])
+        {"key": "example.com/unhealthy", "operator": "Exists", "effect": "NoExecute"},
+        {"key": "example.com/flaky", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2}])
     make_pod(store, "tolerant")
     wait_for(lambda: get_pod(store, "tolerant").spec.node_name, what="pod bound")
     [name] = [s.resource_claim_name for s in get_pod(store, "tolerant").status.resource_claim_statuses]
@@ -271,11 +295,21 @@ def test_tolerating_pod_is_not_evicted_and_toleration_seconds_delay_eviction(pla
                                         "EvictionInProgress"), what="rule condition")
     assert (c.status, c.reason) == ("False", "NotStarted")  # the pod tolerates the taint for ever
     assert not get_pod(store, "tolerant").metadata.deletion_timestamp
-    # Tolerated for 1 s from timeAdded: the eviction is queued for then, and happens.
-    store.create(rule(name="flaky", effect="NoExecute", key="example.com/flaky", value="", time_added=None,
-                      selector={"driver": DRIVER, "device": device}))
+    # Tolerated for 2 s from timeAdded: first reported as pending, with the pod still there ...
+    flaky = store.create(rule(name="flaky", effect="NoExecute", key="example.com/flaky", value="", time_added=None,
+                              selector={"driver": DRIVER, "device": device}))
+    c = wait_for(lambda: (c := find_condition(store.get(DeviceTaintRule, None, "flaky").status.conditions,
+                                              "EvictionInProgress")) and c.status == "True" and c,
+                 what="flaky rule condition True")
+    assert (c.reason, c.message) == ("PodsPendingEviction", "1 pod needs to be evicted in 1 namespace.")
+    assert not get_pod(store, "tolerant").metadata.deletion_timestamp
+    # ... then evicted, no sooner than timeAdded + tolerationSeconds (recorded times, not elapsed ones).
     pod = wait_for(lambda: (p := get_pod(store, "tolerant")).metadata.deletion_timestamp and p, what="pod deleted")
-    assert find_condition(pod.status.conditions, "DisruptionTarget").reason == "DeletionByDeviceTaintManager"
+    cond = find_condition(pod.status.conditions, "DisruptionTarget")
+    assert cond.reason == "DeletionByDeviceTaintManager"
+    due = parse_time(flaky.spec.taint.time_added) + timedelta(seconds=2)
+    assert parse_time(cond.last_transition_time) >= due
+    assert parse_time(pod.metadata.deletion_timestamp) >= due
 
 
 def test_delayed_eviction_is_reported_on_the_rule_and_cancelled_when_the_rule_goes(plane):
@@ -329,13 +363,126 @@ def test_changing_the_effect_moves_time_added(store):
     assert store.update(escalated).spec.taint.time_added != "2026-01-01T00:00:00Z"
 
 
-def test_undated_slice_taint_counts_toleration_seconds_from_when_it_was_first_seen():
+def test_slice_taints_get_time_added_when_stored_and_the_eviction_time_does_not_move():
+    """Upstream defaults DeviceTaint.timeAdded when a slice is created or updated; the eviction time
+    of a tolerated slice taint is then the same for any controller, started whenever."""
     tainted = gpu_slice()
     tainted.spec.devices[0].taints = [DeviceTaint(key="k", effect="NoExecute")]
-    tol = {"key": "k", "operator": "Exists", "tolerationSeconds": 30}
-    seen: dict = {}
-    [ev] = plan_evictions([running_pod()], [allocated(tolerations=[tol])], [tainted], [], NOW, seen=seen).values()
-    assert ev.at == NOW + timedelta(seconds=30)
-    later = NOW + timedelta(seconds=20)
-    [ev] = plan_evictions([running_pod()], [allocated(tolerations=[tol])], [tainted], [], later, seen=seen).values()
-    assert ev.at == NOW + timedelta(seconds=30)  # not pushed back
+    decoded = REGISTRY.decode({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", **tainted.to_dict()})
+    assert decoded.spec.devices[0].taints[0].time_added  # set when decoded, as on create and update
+    fixed = gpu_slice()
+    fixed.spec.devices[0].taints = [DeviceTaint(key="k", effect="NoExecute", time_added="2026-01-01T11:59:00Z")]
+    kept = REGISTRY.decode({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", **fixed.to_dict()})
+    assert kept.spec.devices[0].taints[0].time_added == "2026-01-01T11:59:00Z"  # a given time stays
+    tol = {"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}
+    first = plan_evictions([running_pod()], [allocated(tolerations=[tol])], [kept], [], NOW)
+    later = plan_evictions([running_pod()], [allocated(tolerations=[tol])], [kept], [], NOW + timedelta(seconds=20))
+    assert first["default/p"].at == later["default/p"].at == datetime(2026, 1, 1, 11, 59, 30, tzinfo=timezone.utc)
+
+
+def test_store_sets_time_added_on_slice_taints_on_create_and_update(store):
+    tainted = gpu_slice()
+    tainted.spec.devices[0].taints = [DeviceTaint(key="k", effect="NoExecute")]
+    created = store.create(tainted)
+    stamp = created.spec.devices[0].taints[0].time_added
+    assert stamp and store.get(ResourceSlice, None, created.name).spec.devices[0].taints[0].time_added == stamp
+    changed = created.model_copy(deep=True)
+    changed.spec.devices[1].taints = [DeviceTaint(key="k2", effect="NoSchedule")]
+    updated = store.update(changed)
+    assert updated.spec.devices[0].taints[0].time_added == stamp  # kept
+    assert updated.spec.devices[1].taints[0].time_added  # the new one gets a time
+
+
+def test_node_agent_keeps_slice_taint_times_and_does_not_republish_for_them(store):
+    from mlplane.api.resource import Device
+    from mlplane.control.node.devices import DriverDevices, publish_slices
+    n1 = store.create(node())
+
+    def inventory(count):
+        devices = [Device(name=f"gpu-{i}") for i in range(count)]
+        devices[0].taints = [DeviceTaint(key="k", effect="NoExecute")]
+        return [DriverDevices(DRIVER, devices, [])]
+
+    assert publish_slices(store, n1, inventory(1))
+    [first] = store.list(ResourceSlice).items
+    assert first.spec.devices[0].taints[0].time_added
+    first = first.model_copy(deep=True)
+    first.spec.devices[0].taints[0].time_added = "2026-01-01T00:00:00Z"  # as if published long ago
+    store.update(first)
+    assert not publish_slices(store, n1, inventory(1))  # the same devices: nothing written
+    # Another device: the slice is rewritten, and the taint keeps its time (its tolerationSeconds clock).
+    assert publish_slices(store, n1, inventory(2))
+    [second] = store.list(ResourceSlice).items
+    assert [d.name for d in second.spec.devices] == ["gpu-0", "gpu-1"]
+    assert second.spec.devices[0].taints[0].time_added == "2026-01-01T00:00:00Z"
+
+
+# -- the controller's event filters (upstream handlePodChange, handleSliceChange, handleRuleChange) ----------
+
+def idle_controller(store):
+    """A controller not started: its informer handlers are called by hand; queued keys recorded."""
+    ctrl = DeviceTaintEvictionController(store)
+    added: list[str] = []
+    ctrl.controller.queue.add = added.append
+    return ctrl, added
+
+
+def test_routine_pod_rule_and_slice_events_do_not_resync_everything(store):
+    ctrl, added = idle_controller(store)
+    pod = running_pod()
+    ctrl._on_pod("ADDED", None, pod)
+    assert added == ["pod:default/p"]
+    added.clear()
+    # A status write that is not about claims (the DisruptionTarget condition, a phase) is ignored.
+    status_only = pod.model_copy(update={"status": pod.status.model_copy(update={"phase": "Failed"})})
+    ctrl._on_pod("MODIFIED", pod, status_only)
+    assert added == []
+    unbound = pod.model_copy(update={"spec": pod.spec.model_copy(update={"node_name": None})})
+    ctrl._on_pod("MODIFIED", unbound, pod)  # bound now
+    assert added == ["pod:default/p"]
+    added.clear()
+    # A rule: added, spec changed, deleted -> ALL; a status write (our own) -> nothing.
+    r = rule(effect="NoExecute")
+    ctrl._on_rule("ADDED", None, r)
+    assert added == ["all"]
+    added.clear()
+    written = r.model_copy(update={"status": r.status.model_copy(update={"conditions": []})})
+    ctrl._on_rule("MODIFIED", r, written)
+    assert added == []
+    ctrl._on_rule("MODIFIED", written, rule(effect="NoSchedule"))
+    ctrl._on_rule("DELETED", written, written)
+    assert added == ["all", "all"]
+    added.clear()
+    # A slice: only a change of its pool's NoExecute taints re-syncs every pod.
+    plain = gpu_slice()
+    ctrl._on_slice("ADDED", None, plain)
+    ctrl._on_slice("MODIFIED", plain, gpu_slice(count=3))
+    assert added == []
+    tainted = gpu_slice(count=3)
+    tainted.spec.devices[0].taints = [DeviceTaint(key="k", effect="NoExecute", time_added="2026-01-01T00:00:00Z")]
+    ctrl._on_slice("MODIFIED", gpu_slice(count=3), tainted)
+    assert added == ["all"]
+    added.clear()
+    relabeled = tainted.model_copy(deep=True)
+    relabeled.spec.devices[1].taints = [DeviceTaint(key="soft", effect="NoSchedule",
+                                                    time_added="2026-01-01T00:00:00Z")]
+    ctrl._on_slice("MODIFIED", tainted, relabeled)
+    assert added == []
+    ctrl._on_slice("DELETED", relabeled, relabeled)
+    assert added == ["all"]
+
+
+def test_a_pod_sync_looks_up_only_its_own_claims(store):
+    ctrl, _ = idle_controller(store)
+    claims = {"default/c": allocated()}
+
+    def no_listing(*_a, **_k):
+        raise AssertionError("listed every object")
+
+    ctrl.claims.get = claims.get
+    ctrl.claims.list = ctrl.slices.list = no_listing
+    tainted = gpu_slice()
+    tainted.spec.devices[0].taints = [DeviceTaint(key="k", effect="NoExecute", time_added="2026-01-01T11:00:00Z")]
+    ctrl._on_slice("ADDED", None, tainted)
+    [ev] = ctrl._plan([running_pod()], NOW).values()
+    assert ev.at == datetime(2026, 1, 1, 11, 0, tzinfo=timezone.utc)

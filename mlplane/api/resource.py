@@ -239,8 +239,22 @@ class ResourceSliceSpec(Model):
 
 
 class ResourceSlice(Object):
+    """A device taint without ``timeAdded`` gets the time the slice is decoded, as upstream's
+    SetDefaults_DeviceTaint sets it when a slice is created or updated: every slice the store
+    writes is decoded anew (``Kind.decode``), so a stored taint always has one. A publisher that
+    rewrites a slice keeps the stored times of its taints (``mlplane.control.node.devices``)."""
+
     API_VERSION, KIND = V1, "ResourceSlice"
     spec: ResourceSliceSpec
+
+    def model_post_init(self, _context: Any) -> None:
+        super().model_post_init(_context)
+        stamp = None
+        for device in self.spec.devices or ():
+            for taint in device.taints or ():
+                if taint.time_added is None:
+                    stamp = stamp or now()
+                    taint.time_added = stamp
 
     def semantic_errors(self) -> list[tuple[str, str]]:
         return _slice_errors(self.spec)

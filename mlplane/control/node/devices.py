@@ -386,11 +386,26 @@ def slice_specs(node_name: str, entry: DriverDevices, generation: int) -> list[R
 
 
 def build_slices(node_name: str, entry: DriverDevices, generation: int,
-                 owner: Node | None = None) -> list[ResourceSlice]:
-    """The ResourceSlices of ``entry``'s pool on ``node_name``, owned by ``owner`` when given."""
+                 owner: Node | None = None, published: list[ResourceSlice] = ()) -> list[ResourceSlice]:
+    """The ResourceSlices of ``entry``'s pool on ``node_name``, owned by ``owner`` when given. A
+    device taint without ``timeAdded`` that ``published`` (the slices stored now) already has on the
+    same device keeps its stored time, so rewriting a slice neither restarts a taint's
+    tolerationSeconds nor looks like a change; a new one gets the time of now (ResourceSlice)."""
     refs = [owner_reference(owner, controller=True)] if owner else None
+    specs = slice_specs(node_name, entry, generation)
+    _keep_taint_times(specs, published)
     return [ResourceSlice(metadata=ObjectMeta(name=slice_name(node_name, entry.driver, k), owner_references=refs),
-                          spec=spec) for k, spec in enumerate(slice_specs(node_name, entry, generation))]
+                          spec=spec) for k, spec in enumerate(specs)]
+
+
+def _keep_taint_times(specs: list[ResourceSliceSpec], published: list[ResourceSlice]) -> None:
+    stored = {(d.name, t.key, t.value or "", t.effect): t.time_added
+              for s in published for d in s.spec.devices or () for t in d.taints or () if t.time_added}
+    for spec in specs:
+        for d in spec.devices or ():
+            for t in d.taints or ():
+                if t.time_added is None:
+                    t.time_added = stored.get((d.name, t.key, t.value or "", t.effect))
 
 
 def _content(s: ResourceSlice) -> dict:
@@ -413,13 +428,13 @@ def publish_slices(store: Store, node: Node, inventory: list[DriverDevices]) -> 
     for entry in inventory:
         current = sorted(old.pop(entry.driver, []), key=lambda s: s.name)
         generation = max((s.spec.pool.generation for s in current), default=0)
-        wanted = build_slices(node.name, entry, generation, owner=node)
+        wanted = build_slices(node.name, entry, generation, owner=node, published=current)
         if [_content(s) for s in wanted] == [_content(s) for s in current] and \
                 all(s.spec.node_name == node.name for s in current):
             continue
         changed = True
         by_name = {s.name: s for s in current}
-        for s in build_slices(node.name, entry, generation + 1, owner=node):
+        for s in build_slices(node.name, entry, generation + 1, owner=node, published=current):
             existing = by_name.pop(s.name, None)
             if existing is None:
                 store.create(s)

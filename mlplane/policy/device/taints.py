@@ -6,12 +6,15 @@ selects carries the rule's taint next to the driver's own, as upstream's Resourc
 scheduler. Slices without a selected device are returned as they are, so no rules cost nothing.
 
 ``plan_evictions`` is the decision of upstream's device taint eviction controller
-(pkg/controller/devicetainteviction): a pod that is not terminal and not being deleted, whose
-allocated claims (reserved for it) hold a device with a NoExecute taint, is evicted: at once when
-a taint is not tolerated by the tolerations in the allocation result, otherwise at the taint's
-``timeAdded`` plus the smallest ``tolerationSeconds`` of the tolerations that match it (a
-toleration without seconds tolerates for ever, as for node taints). ``rule_condition`` is the
-``EvictionInProgress`` condition upstream keeps on a rule. Pure: the caller passes the time.
+(pkg/controller/devicetainteviction): a pod that is bound to a node (``spec.nodeName``), not
+terminal and not being deleted, whose allocated claims (reserved for it) hold a device with a
+NoExecute taint, is evicted at the taint's ``timeAdded`` when no toleration in the allocation
+result tolerates it, otherwise at ``timeAdded`` plus the smallest ``tolerationSeconds`` of the
+tolerations that match it. Only tolerations with effect NoExecute count (upstream's
+claimEvictionTime), and one of them without seconds tolerates the taint for ever. Slice taints get
+``timeAdded`` from the API server (ResourceSlice defaulting); one without it (never stored) counts
+from ``now``. ``rule_condition`` is the ``EvictionInProgress`` condition upstream keeps on a rule.
+Pure: the caller passes the time.
 """
 
 from __future__ import annotations
@@ -91,38 +94,33 @@ def slice_noexecute_taints(slices: list[ResourceSlice]) -> dict[DeviceKey, list[
     return out
 
 
-def _taint_time(taint: DeviceTaint, device: DeviceKey, now: datetime, seen: dict | None) -> datetime:
-    """``timeAdded``; for a taint without one (a driver's, in a slice) the time it was first
-    seen, kept in ``seen`` by the caller, so that its tolerationSeconds run out once."""
+def _taint_time(taint: DeviceTaint, now: datetime) -> datetime:
+    """``timeAdded``, or ``now`` for a taint without one."""
     try:
         added = parse_time(taint.time_added)
     except ValueError:
         added = None
-    if added is not None:
-        return added
-    if seen is None:
-        return now
-    return seen.setdefault((device, taint.key, taint.value or "", taint.effect), now)
+    return added if added is not None else now
 
 
-def _eviction_time(taint: DeviceTaint, device: DeviceKey, tolerations: list[DeviceToleration], now: datetime,
-                   seen: dict | None) -> datetime | None:
-    """When a pod holding a device with this NoExecute taint must go (None: never)."""
-    matching = [t for t in tolerations if tolerates(t, taint)]
+def _eviction_time(taint: DeviceTaint, tolerations: list[DeviceToleration], now: datetime) -> datetime | None:
+    """When a pod holding a device with this NoExecute taint must go (None: never), as upstream's
+    claimEvictionTime: only tolerations with effect NoExecute count."""
+    matching = [t for t in tolerations if t.effect == "NoExecute" and tolerates(t, taint)]
+    if any(t.toleration_seconds is None for t in matching):
+        return None  # tolerated for ever
+    added = _taint_time(taint, now)
     if not matching:
-        return now
-    seconds = [max(0, t.toleration_seconds) for t in matching if t.toleration_seconds is not None]
-    if not seconds:
-        return None
-    return _taint_time(taint, device, now, seen) + timedelta(seconds=min(seconds))
+        return added
+    return added + timedelta(seconds=min(max(0, t.toleration_seconds) for t in matching))
 
 
 def plan_evictions(pods: list[Pod], claims: list[ResourceClaim], slices: list[ResourceSlice],
                    rules: list[DeviceTaintRule], now: datetime, *,
-                   slice_taints: dict | None = None, seen: dict | None = None) -> dict[str, Eviction]:
-    """Pod key -> its eviction, for every pod that has one; pods in key order. ``slice_taints``:
-    ``slice_noexecute_taints(slices)`` when the caller keeps it between calls; ``seen``: the
-    caller's record of when it first saw each taint without ``timeAdded`` (filled in here)."""
+                   slice_taints: dict | None = None) -> dict[str, Eviction]:
+    """Pod key -> its eviction, for every pod that has one; pods in key order. ``claims``: at
+    least the pods' claims (others are ignored); ``slice_taints``: ``slice_noexecute_taints(slices)``
+    when the caller keeps it between calls (``slices`` is then not read)."""
     if slice_taints is None:
         slice_taints = slice_noexecute_taints(slices)
     live_rules = [r for r in rules if r.spec.taint.effect == "NoExecute" and r.spec.device_selector is not None
@@ -132,8 +130,8 @@ def plan_evictions(pods: list[Pod], claims: list[ResourceClaim], slices: list[Re
     by_claim = {c.key: c for c in claims if c.status.allocation is not None}
     out: dict[str, Eviction] = {}
     for pod in sorted(pods, key=lambda p: p.key):
-        if pod.terminal or pod.metadata.deletion_timestamp:
-            continue
+        if not pod.spec.node_name or pod.terminal or pod.metadata.deletion_timestamp:
+            continue  # not bound yet (perhaps reserved in PreBind), done, or going
         names = [c.resource_claim_name for c in pod.spec.resource_claims or [] if c.resource_claim_name]
         names += [s.resource_claim_name for s in pod.status.resource_claim_statuses or [] if s.resource_claim_name]
         when: datetime | None = None
@@ -147,7 +145,7 @@ def plan_evictions(pods: list[Pod], claims: list[ResourceClaim], slices: list[Re
                 taints = list(slice_taints.get(device, ()))
                 taints += [(r.spec.taint, r.name) for r in live_rules if r.matches(*device)]
                 for taint, rule in taints:
-                    at = _eviction_time(taint, device, result.tolerations or [], now, seen)
+                    at = _eviction_time(taint, result.tolerations or [], now)
                     if at is None:
                         continue
                     if rule is not None:
