@@ -2,8 +2,8 @@
 
 ``pool_endpoints`` is the pure rule (GIE: the pool selects pods by label in its own namespace; every
 target port of a selected pod is a distinct endpoint). ``PoolWatcher`` keeps it current: informers
-on the namespace's Pods, the pool and the InferenceObjectives, and a thread that recomputes after any
-event and calls ``on_change(endpoints, pool, objectives)`` when the result differs from the last one.
+on the namespace's Pods, the pool and the InferenceObjectives, and a controller that recomputes after
+any event and calls ``on_change(endpoints, pool, objectives)`` when the result differs from the last one.
 It works over any Store, so ``mlplane gateway --server URL --pool NS/NAME`` follows a remote plane.
 """
 
@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from mlplane.api.core import Pod
 from mlplane.api.inference import InferenceObjective, InferencePool
 from mlplane.api.meta import is_true
-from mlplane.control.runtime import Informer
+from mlplane.control.runtime import Controller, Informer, Requeue
 from mlplane.control.store.base import Store
 from mlplane.policy.traffic.types import Endpoint
 
@@ -67,7 +67,7 @@ def _signature(endpoints: list[Endpoint]) -> list[tuple]:
 
 
 class PoolWatcher:
-    """Follows the InferencePool ``namespace/name`` and calls ``on_change`` from its own thread.
+    """Follows the InferencePool ``namespace/name`` and calls ``on_change`` from a controller thread.
 
     The first call comes once the informers have listed everything (even when the pool does not
     exist yet: then ``([], None, {})``); later calls only when the endpoints (name, address, labels),
@@ -75,28 +75,28 @@ class PoolWatcher:
     a caller that keeps per-endpoint state matches them by ``name``.
     """
 
+    KEY = "pool"  # every event recomputes the one view
+
     def __init__(self, store: Store, namespace: str, name: str, on_change: OnChange):
         self.namespace, self.name, self.on_change = namespace, name, on_change
         self._pods = Informer(store, Pod, namespace=namespace)
         self._pools = Informer(store, InferencePool, namespace=namespace, field_selector=f"metadata.name={name}")
         self._objectives = Informer(store, InferenceObjective, namespace=namespace)
         self._informers = (self._pods, self._pools, self._objectives)
-        self._dirty = threading.Event()
-        self._stop = threading.Event()
+        self._controller = Controller(f"pool-watcher-{namespace}/{name}", self._reconcile)
+        for inf in self._informers:
+            self._controller.watch(inf, lambda _obj: self.KEY)
         self._synced = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._last: tuple | None = None
 
     def start(self) -> "PoolWatcher":
-        if self._thread is not None:
-            return self
-        self._dirty.set()  # the first call comes even if nothing exists yet
-        for inf in self._informers:
-            inf.add_handler(self._changed)
-            inf.start()
-        self._thread = threading.Thread(target=self._run, name=f"pool-watcher-{self.namespace}/{self.name}",
-                                        daemon=True)
-        self._thread.start()
+        if not self._started:
+            self._started = True
+            for inf in self._informers:
+                inf.start()
+            self._controller.start()
+            self._controller.queue.add(self.KEY)  # the first call comes even if nothing exists yet
         return self
 
     def wait_synced(self, timeout: float | None = None) -> bool:
@@ -104,12 +104,9 @@ class PoolWatcher:
         return self._synced.wait(timeout)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._dirty.set()
+        self._controller.stop()
         for inf in self._informers:
             inf.stop()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
 
     def __enter__(self) -> "PoolWatcher":
         return self.start()
@@ -123,24 +120,16 @@ class PoolWatcher:
         assert pool is None or isinstance(pool, InferencePool)
         return (pool_endpoints(pool, self._pods.list()), pool, pool_objectives(pool, self._objectives.list()))
 
-    def _changed(self, _type: str, _old, _new) -> None:
-        self._dirty.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not all(inf.wait_synced(0.1) for inf in self._informers):
-                continue
-            self._dirty.wait()
-            if self._stop.is_set():
-                return
-            self._dirty.clear()
-            endpoints, pool, objectives = self.current()
-            key = (_signature(endpoints), pool.metadata.resource_version if pool else None, objectives)
-            if key == self._last:
-                continue
+    def _reconcile(self, _key: str) -> Requeue | None:
+        if not all(inf.wait_synced(0) for inf in self._informers):
+            return Requeue(after=0.05)
+        endpoints, pool, objectives = self.current()
+        key = (_signature(endpoints), pool.metadata.resource_version if pool else None, objectives)
+        if key != self._last:
             self._last = key
             try:
                 self.on_change(endpoints, pool, objectives)
             except Exception:
                 log.exception("pool watcher %s/%s: on_change failed", self.namespace, self.name)
-            self._synced.set()
+        self._synced.set()
+        return None
