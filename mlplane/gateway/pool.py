@@ -174,9 +174,7 @@ class PoolRuntime:
     def candidates(self, model: str) -> list[Endpoint]:
         """Healthy endpoints that list ``model`` in /v1/models; all healthy ones when no endpoint lists it
         (model lists not read yet, or a server that does not list its models)."""
-        ready = self._ready
-        if ready is None:
-            ready = self._index()
+        ready = self.ready()
         found = self._by_model.get(model)
         if found is not None:
             return found
@@ -201,9 +199,7 @@ class PoolRuntime:
     def mark_failed(self, endpoint: Endpoint, why: str = "") -> None:
         """A connection to ``endpoint`` failed: leave it out until a scrape succeeds again, and forget the
         prompt prefixes it held (a server that refuses connections has usually restarted, cache empty)."""
-        index = getattr(self.picker, "index", None)
-        if index is not None:
-            index.remove_endpoint(endpoint.name)
+        self.picker.index.remove_endpoint(endpoint.name)
         if endpoint.healthy:
             endpoint.healthy = False
             log.warning("pool %s: endpoint %s (%s) is unhealthy: %s", self.name, endpoint.name,
